@@ -1,0 +1,43 @@
+# The two commands of the README: `make demo` (the cross-framework parity run) and `make test`.
+# Each runs `setup` first, so each is one command on a fresh clone.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DATA_DIR ?= $(or $(NIN_DATA_DIR),/usr/share/datasets/fashion-mnist)
+PYTEST_ARGS ?=
+
+.PHONY: setup data demo test bench clean
+
+setup: $(STAMP) data
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	touch $@
+
+# Debian's dataset-fashion-mnist holds the four upstream IDX files; install it when missing.
+data:
+	@if [ -f "$(DATA_DIR)/train-images-idx3-ubyte.gz" ]; then :; \
+	elif [ "$(DATA_DIR)" != /usr/share/datasets/fashion-mnist ]; then \
+		echo "Fashion-MNIST not found in $(DATA_DIR) (set by NIN_DATA_DIR/DATA_DIR)" >&2; exit 2; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq dataset-fashion-mnist; \
+	else \
+		echo "Fashion-MNIST is missing. Install it with:" >&2; \
+		echo "  sudo apt-get update && sudo apt-get install -y dataset-fashion-mnist" >&2; \
+		echo "or point NIN_DATA_DIR at a folder holding the four IDX .gz files." >&2; exit 2; \
+	fi
+
+demo: setup
+	$(BIN)/nin compare
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(BIN)/nin bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

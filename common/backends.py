@@ -1,0 +1,49 @@
+"""The backend registry: names, lazy imports and clear errors for missing frameworks.
+
+Backends are imported only when asked for (as einops does), so `nin shapes --backend torch`
+never pays for importing TensorFlow.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from types import ModuleType
+
+# name -> (package, framework module it needs, pip extra)
+BACKENDS = {
+    "torch": ("nin_torch", "torch", "torch"),
+    "mxnet": ("nin_mxnet", "mxnet", "mxnet"),
+    "tf": ("nin_tf", "tensorflow", "tf"),
+}
+FRAMEWORK_LABELS = {"torch": "PyTorch", "mxnet": "MXNet Gluon", "tf": "Keras 3 (TensorFlow)"}
+
+
+class BackendUnavailable(RuntimeError):
+    """The backend's framework is not installed (or fails to import)."""
+
+
+def check_backend_name(name: str) -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown backend {name!r}; choose from {', '.join(BACKENDS)}")
+    return name
+
+
+def is_installed(name: str) -> bool:
+    return importlib.util.find_spec(BACKENDS[check_backend_name(name)][1]) is not None
+
+
+def load_backend(name: str) -> ModuleType:
+    """Import and return the backend package (`nin_torch`, ...) for `name`."""
+    package, framework, extra = BACKENDS[check_backend_name(name)]
+    if not is_installed(name):
+        raise BackendUnavailable(f"backend {name!r} needs {framework}, which is not installed; "
+                                 f"run `make setup` or pip install 'nin-reference[{extra}]'")
+    try:
+        return importlib.import_module(package)
+    except ImportError as error:
+        raise BackendUnavailable(f"backend {name!r}: importing {framework} failed: {error}") from None
+
+
+def installed_backends() -> list[str]:
+    return [name for name in BACKENDS if is_installed(name)]

@@ -1,0 +1,241 @@
+"""NiN (and AlexNet, for comparison) as data: the one architecture every backend builds.
+
+Network in Network, Lin, Chen & Yan 2013: https://arxiv.org/abs/1312.4400
+Dive into Deep Learning, section 7.3: https://d2l.ai/chapter_convolutional-modern/nin.html
+
+A :class:`Spec` is an ordered tuple of top-level layers. Each backend walks it once,
+translating every layer type to its framework; everything that can be computed without a
+framework (shapes, parameters, FLOPs, memory) is computed from it in :mod:`common.resources`.
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Union
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A 2-D convolution followed by ReLU (every convolution in NiN and AlexNet has one)."""
+
+    out_channels: int
+    kernel_size: int
+    stride: int = 1
+    padding: int = 0
+
+
+@dataclass(frozen=True)
+class ConvBlock:
+    """Convolutions applied in sequence and reported as one layer.
+
+    A NiN block is one spatial convolution followed by 1x1 convolutions; an AlexNet
+    convolution layer is a block of one.
+    """
+
+    convs: tuple[Conv, ...]
+    kind: str = "nin_block"
+
+
+@dataclass(frozen=True)
+class MaxPool:
+    kernel_size: int
+    stride: int
+
+
+@dataclass(frozen=True)
+class Dropout:
+    rate: float
+
+
+@dataclass(frozen=True)
+class GlobalAvgPool:
+    """Averages each channel to 1x1, keeping the NCHW rank (as the book's AdaptiveAvgPool2d)."""
+
+
+@dataclass(frozen=True)
+class Flatten:
+    pass
+
+
+@dataclass(frozen=True)
+class Dense:
+    units: int
+    relu: bool = True
+
+
+Layer = Union[ConvBlock, MaxPool, Dropout, GlobalAvgPool, Flatten, Dense]
+
+LAYER_KINDS = {
+    MaxPool: "max_pool",
+    Dropout: "dropout",
+    GlobalAvgPool: "global_avg_pool",
+    Flatten: "flatten",
+    Dense: "dense",
+}
+
+
+def layer_kind(layer: Layer) -> str:
+    return layer.kind if isinstance(layer, ConvBlock) else LAYER_KINDS[type(layer)]
+
+
+@dataclass(frozen=True)
+class Spec:
+    """A whole network: input channels, nominal input size and the top-level layers."""
+
+    name: str
+    in_channels: int
+    num_classes: int
+    layers: tuple[Layer, ...]
+    # The size the book trains at. Networks ending in global pooling accept any size at least
+    # `min_input_size`; networks with a Dense layer after Flatten accept exactly this size.
+    input_size: int = 224
+    options: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def fixed_input_size(self) -> bool:
+        return any(isinstance(layer, Dense) for layer in self.layers)
+
+    def layer_names(self) -> list[str]:
+        """Unique, human-readable names of the top-level layers, the same in every backend."""
+        kinds = [layer_kind(layer) for layer in self.layers]
+        names = []
+        for index, kind in enumerate(kinds):
+            if kinds.count(kind) == 1:
+                names.append(kind)
+            else:
+                names.append(f"{kind}_{kinds[:index + 1].count(kind)}")
+        return names
+
+    def describe(self) -> str:
+        """The spec's name and the options that differ from the factory's defaults."""
+        factory = SPECS.get(self.name)
+        defaults = ({name: parameter.default for name, parameter
+                     in inspect.signature(factory).parameters.items()} if factory else {})
+        changed = ", ".join(f"{key}={value}" for key, value in self.options.items()
+                            if defaults.get(key) != value)
+        return f"{self.name}({changed})" if changed else self.name
+
+    def to_dict(self) -> dict:
+        """A JSON-able description; :func:`spec_from_dict` reverses it."""
+        return {
+            "name": self.name,
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "input_size": self.input_size,
+            "options": dict(self.options),
+            "layers": [_layer_to_dict(layer) for layer in self.layers],
+        }
+
+
+def _layer_to_dict(layer: Layer) -> dict:
+    if isinstance(layer, ConvBlock):
+        return {"type": "ConvBlock", "kind": layer.kind,
+                "convs": [vars(conv).copy() for conv in layer.convs]}
+    return {"type": type(layer).__name__, **vars(layer)}
+
+
+_LAYER_TYPES = {cls.__name__: cls for cls in (MaxPool, Dropout, GlobalAvgPool, Flatten, Dense)}
+
+
+def spec_from_dict(data: dict) -> Spec:
+    layers = []
+    for item in data["layers"]:
+        item = dict(item)
+        kind = item.pop("type")
+        if kind == "ConvBlock":
+            layers.append(ConvBlock(tuple(Conv(**conv) for conv in item["convs"]), item["kind"]))
+        else:
+            layers.append(_LAYER_TYPES[kind](**item))
+    return Spec(data["name"], data["in_channels"], data["num_classes"], tuple(layers),
+                data["input_size"], dict(data.get("options", {})))
+
+
+# The book's blocks: (out_channels, kernel_size, stride, padding); the last one's width is the
+# number of classes, so it is filled in by `nin_spec`.
+NIN_BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (None, 3, 1, 1))
+
+
+def nin_block_convs(out_channels: int, kernel_size: int, stride: int, padding: int,
+                    num_1x1: int = 2) -> tuple[Conv, ...]:
+    """One spatial convolution, then `num_1x1` 1x1 convolutions ("the MLP layer")."""
+    return (Conv(out_channels, kernel_size, stride, padding),
+            *(Conv(out_channels, 1) for _ in range(num_1x1)))
+
+
+def nin_spec(*, in_channels: int = 1, num_classes: int = 10, num_1x1: int = 2,
+             dropout: float = 0.5, input_size: int = 224) -> Spec:
+    """The book's Fashion-MNIST NiN (d2l 7.3), with the chapter's exercises as options."""
+    _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+    if num_1x1 < 0:
+        raise ValueError(f"num_1x1 must be >= 0, got {num_1x1}")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    layers: list[Layer] = []
+    for index, (width, kernel, stride, padding) in enumerate(NIN_BLOCKS):
+        last = index == len(NIN_BLOCKS) - 1
+        if last:
+            # Dropout sits between the third pool and the classifier block, as in the book.
+            layers.append(Dropout(dropout))
+        layers.append(ConvBlock(nin_block_convs(num_classes if last else width,
+                                                kernel, stride, padding, num_1x1)))
+        if not last:
+            # Pooling is outside the block, as the book has it, so a block is only convolutions.
+            layers.append(MaxPool(3, 2))
+    layers += [GlobalAvgPool(), Flatten()]
+    options = dict(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
+                   dropout=dropout, input_size=input_size)
+    return Spec("nin", in_channels, num_classes, tuple(layers), input_size, options)
+
+
+def alexnet_spec(*, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
+                 input_size: int = 224) -> Spec:
+    """The book's Fashion-MNIST AlexNet (d2l 7.1), to compare with NiN's parameter budget."""
+    _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
+
+    def conv(*args):
+        return ConvBlock((Conv(*args),), kind="conv")
+
+    layers = (
+        conv(96, 11, 4, 1), MaxPool(3, 2),
+        conv(256, 5, 1, 2), MaxPool(3, 2),
+        conv(384, 3, 1, 1), conv(384, 3, 1, 1), conv(256, 3, 1, 1), MaxPool(3, 2),
+        Flatten(),
+        Dense(4096), Dropout(dropout),
+        Dense(4096), Dropout(dropout),
+        Dense(num_classes, relu=False),
+    )
+    options = dict(in_channels=in_channels, num_classes=num_classes, dropout=dropout,
+                   input_size=input_size)
+    return Spec("alexnet", in_channels, num_classes, layers, input_size, options)
+
+
+SPECS = {"nin": nin_spec, "alexnet": alexnet_spec}
+
+
+def make_spec(spec: Spec | str | None = None, **overrides) -> Spec:
+    """`spec` as a Spec, a registered name ('nin', 'alexnet') or None (NiN), with overrides.
+
+    Overrides are the factory's keyword options (e.g. ``num_1x1=1``); applied to a Spec they
+    rebuild it from the options it was made with.
+    """
+    if isinstance(spec, Spec):
+        if not overrides:
+            return spec
+        options, spec = {**spec.options, **overrides}, spec.name
+    else:
+        options, spec = overrides, spec or "nin"
+    if spec not in SPECS:
+        raise ValueError(f"unknown model {spec!r}; choose from {', '.join(SPECS)}")
+    allowed = inspect.signature(SPECS[spec]).parameters
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {spec}; "
+                         f"allowed: {', '.join(allowed)}")
+    return SPECS[spec](**options)
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")

@@ -1,0 +1,153 @@
+"""The framework-neutral weight format and the deterministic initialisation built on it.
+
+A weights file is an ``.npz`` holding one float32 array per parameter under a canonical name
+(``nin_block_1.0.weight``), kernels in PyTorch's layouts (convolutions OIHW, dense layers
+``(out, in)`` with ``in`` in NCHW flatten order), plus the spec and free-form metadata as JSON.
+Backends only translate between these arrays and their own layouts.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .shapes import _next_shape
+from .spec import ConvBlock, Dense, Flatten, Spec, spec_from_dict
+
+FORMAT_VERSION = 1
+
+
+class WeightsError(ValueError):
+    """A weights file that is missing, unreadable or made for another model."""
+
+
+@dataclass(frozen=True)
+class ParamSlot:
+    """One parameterised layer (a convolution or a dense layer) in spec order."""
+
+    name: str                 # canonical prefix, e.g. "nin_block_2.1" or "dense_1"
+    weight_shape: tuple[int, ...]
+    # For the dense layer right after Flatten: the (C, H, W) it flattens, which NHWC
+    # frameworks flatten in (H, W, C) order instead.
+    flattened_chw: tuple[int, int, int] | None = None
+
+    @property
+    def is_conv(self) -> bool:
+        return len(self.weight_shape) == 4
+
+
+def param_slots(spec: Spec) -> list[ParamSlot]:
+    """Every parameterised layer of `spec`, in the order backends create them."""
+    shape: tuple[int, ...] = (1, spec.in_channels, spec.input_size, spec.input_size)
+    flattened_from = None
+    slots = []
+    for name, layer in zip(spec.layer_names(), spec.layers):
+        if isinstance(layer, ConvBlock):
+            channels = shape[1]
+            for index, conv in enumerate(layer.convs):
+                slots.append(ParamSlot(f"{name}.{index}", (conv.out_channels, channels,
+                                                           conv.kernel_size, conv.kernel_size)))
+                channels = conv.out_channels
+        elif isinstance(layer, Flatten):
+            flattened_from = tuple(shape[1:])
+        elif isinstance(layer, Dense):
+            chw = flattened_from if flattened_from and flattened_from[1:] != (1, 1) else None
+            slots.append(ParamSlot(name, (layer.units, shape[1]), chw))
+            flattened_from = None
+        shape = _next_shape(layer, shape)
+    return slots
+
+
+def canonical_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
+    shapes = {}
+    for slot in param_slots(spec):
+        shapes[f"{slot.name}.weight"] = slot.weight_shape
+        shapes[f"{slot.name}.bias"] = (slot.weight_shape[0],)
+    return shapes
+
+
+def xavier_init(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Glorot-uniform weights and zero biases, drawn with NumPy so every backend starts equal.
+
+    This is the book's ``nn.init.xavier_uniform_`` / ``init.Xavier()`` scheme; drawing it once
+    here (instead of with three framework RNGs) makes ``build_nin(seed=s)`` the same function in
+    PyTorch, MXNet and Keras.
+    """
+    rng = np.random.default_rng(seed)
+    arrays = {}
+    for slot in param_slots(spec):
+        out_units, in_units, *kernel = slot.weight_shape
+        receptive = int(np.prod(kernel)) if kernel else 1
+        bound = np.sqrt(6.0 / ((in_units + out_units) * receptive))
+        arrays[f"{slot.name}.weight"] = rng.uniform(-bound, bound, slot.weight_shape).astype(np.float32)
+        arrays[f"{slot.name}.bias"] = np.zeros(out_units, np.float32)
+    return arrays
+
+
+def check_arrays(spec: Spec, arrays: dict[str, np.ndarray], source: str = "weights") -> None:
+    expected = canonical_shapes(spec)
+    missing = sorted(set(expected) - set(arrays))
+    extra = sorted(set(arrays) - set(expected))
+    if missing or extra:
+        raise WeightsError(f"{source} do not fit {spec.describe()}: "
+                           f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}")
+    for key, shape in expected.items():
+        if tuple(arrays[key].shape) != shape:
+            raise WeightsError(f"{source}: {key} has shape {tuple(arrays[key].shape)}, "
+                               f"{spec.describe()} needs {shape}")
+
+
+def save_weights(path: str | Path, spec: Spec, arrays: dict[str, np.ndarray],
+                 **metadata) -> Path:
+    """Write `arrays` (canonical names and layouts) with the spec and metadata."""
+    check_arrays(spec, arrays)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = {"format_version": FORMAT_VERSION, "spec": spec.to_dict(), "metadata": metadata}
+    with open(path, "wb") as file:  # a file object keeps numpy from appending ".npz"
+        np.savez(file, __header__=np.array(json.dumps(header)),
+                 **{key: np.asarray(value, np.float32) for key, value in arrays.items()})
+    return path
+
+
+@dataclass(frozen=True)
+class WeightsFile:
+    spec: Spec
+    arrays: dict[str, np.ndarray]
+    metadata: dict
+
+
+def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
+    """Read a weights file; if `spec` is given, the file must have been made for it."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            header = json.loads(str(archive["__header__"]))
+            arrays = {key: archive[key] for key in archive.files if key != "__header__"}
+        stored_spec = spec_from_dict(header["spec"])
+    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
+        raise WeightsError(f"{path} is not a NiN weights file (.npz written by export_weights "
+                           f"or `nin train`): {error}") from None
+    if spec is not None and stored_spec != spec:
+        raise WeightsError(f"{path} holds weights for {stored_spec.describe()}, but the model is "
+                           f"{spec.describe()}")
+    check_arrays(stored_spec, arrays, source=str(path))
+    return WeightsFile(stored_spec, arrays, header.get("metadata", {}))
+
+
+def dense_to_nhwc(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Reorder a dense kernel's inputs from NCHW flatten order to NHWC flatten order."""
+    channels, height, width = chw
+    return weight.reshape(-1, channels, height, width).transpose(0, 2, 3, 1).reshape(weight.shape)
+
+
+def dense_to_nchw(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
+    """Inverse of :func:`dense_to_nhwc`."""
+    channels, height, width = chw
+    return weight.reshape(-1, height, width, channels).transpose(0, 3, 1, 2).reshape(weight.shape)

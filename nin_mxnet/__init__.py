@@ -1,0 +1,12 @@
+"""NiN in MXNet Gluon: ``import nin_mxnet as nin`` gives the same API as nin_torch and nin_tf."""
+
+from .model import (build_nin, count_params, layer_shapes, nin_block, params_by_layer,
+                    predict_logits)
+from .train import Trainer, evaluate, train
+from .weights import export_weights, get_weights, import_weights, set_weights
+
+BACKEND = "mxnet"
+
+__all__ = ["BACKEND", "Trainer", "build_nin", "count_params", "evaluate", "export_weights",
+           "get_weights", "import_weights", "layer_shapes", "nin_block", "params_by_layer",
+           "predict_logits", "set_weights", "train"]

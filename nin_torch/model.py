@@ -1,0 +1,104 @@
+"""NiN in PyTorch, built from :mod:`common.spec`.
+
+Network in Network (Lin, Chen & Yan 2013): https://arxiv.org/abs/1312.4400
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import shapes
+from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
+                         Spec, make_spec, nin_block_convs)
+from common.weights import xavier_init
+
+from .weights import set_weights
+
+
+def conv_block(convs: tuple[Conv, ...]) -> nn.Sequential:
+    layers = []
+    for conv in convs:
+        # Lazy: input channels are inferred on the first forward pass.
+        layers += [nn.LazyConv2d(conv.out_channels, conv.kernel_size, conv.stride, conv.padding),
+                   nn.ReLU()]
+    return nn.Sequential(*layers)
+
+
+def nin_block(out_channels: int, kernel_size: int, strides: int, padding: int,
+              num_1x1: int = 2) -> nn.Sequential:
+    """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1)."""
+    return conv_block(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1))
+
+
+def _layer(layer) -> nn.Module:
+    if isinstance(layer, ConvBlock):
+        return conv_block(layer.convs)
+    if isinstance(layer, MaxPool):
+        return nn.MaxPool2d(layer.kernel_size, layer.stride)
+    if isinstance(layer, Dropout):
+        return nn.Dropout(layer.rate)
+    if isinstance(layer, GlobalAvgPool):
+        return nn.AdaptiveAvgPool2d((1, 1))
+    if isinstance(layer, Flatten):
+        return nn.Flatten()
+    if isinstance(layer, Dense):
+        return nn.Sequential(nn.LazyLinear(layer.units), nn.ReLU()) if layer.relu else nn.LazyLinear(layer.units)
+    raise TypeError(f"unknown layer {layer!r}")
+
+
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> nn.Sequential:
+    """The spec's network (NiN by default) with Xavier weights drawn from `seed`.
+
+    `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
+    ``build_nin("alexnet")``. The model knows its spec as ``net.spec``.
+    """
+    spec = make_spec(spec, **overrides)
+    net = nn.Sequential(OrderedDict(
+        (name, _layer(layer)) for name, layer in zip(spec.layer_names(), spec.layers)))
+    size = spec.input_size if spec.fixed_input_size else shapes.min_input_size(spec)
+    with torch.no_grad():
+        net(torch.zeros(1, spec.in_channels, size, size))  # materialise the lazy layers
+    net.spec = spec
+    set_weights(net, xavier_init(spec, seed))
+    return net
+
+
+def layer_shapes(net: nn.Sequential, input_shape: tuple[int, ...]) -> list[shapes.LayerShape]:
+    """Each top-level layer's output shape (NCHW) for an input of `input_shape`."""
+    shapes.check_input_shape(net.spec, input_shape)
+    device = next(net.parameters()).device
+    x = torch.zeros(input_shape, device=device)
+    result = []
+    with torch.no_grad():
+        for name, layer in net.named_children():
+            x = layer(x)
+            result.append(shapes.LayerShape(name, tuple(x.shape)))
+    return result
+
+
+def count_params(net: nn.Module) -> int:
+    return sum(parameter.numel() for parameter in net.parameters())
+
+
+def params_by_layer(net: nn.Sequential) -> dict[str, int]:
+    """Parameter count of each top-level layer."""
+    return {name: count_params(layer) for name, layer in net.named_children()}
+
+
+def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
+    """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
+    images = shapes.as_input_batch(net.spec, images)
+    device = next(net.parameters()).device
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.no_grad():
+            return np.concatenate([
+                net(torch.from_numpy(images[start:start + batch_size]).to(device)).cpu().numpy()
+                for start in range(0, len(images), batch_size)])
+    finally:
+        net.train(was_training)

@@ -1,0 +1,56 @@
+"""Training NiN in PyTorch: the usual zero_grad / backward / step loop."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+from common import training
+
+from .model import predict_logits
+
+
+class Trainer(training.Trainer):
+    backend = "torch"
+
+    def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0):
+        super().__init__(net, recipe, seed=seed)
+        self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        net.to(self._device)
+        self.loss = nn.CrossEntropyLoss()  # mean over the batch
+        recipe = self.recipe
+        if recipe.optimizer == "adam":
+            self.optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr, eps=recipe.adam_epsilon)
+        else:
+            momentum = recipe.momentum if recipe.optimizer == "momentum" else 0.0
+            self.optimizer = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=momentum)
+
+    def seed_framework(self, seed: int) -> None:
+        torch.manual_seed(seed)
+
+    @property
+    def device(self) -> str:
+        return str(self._device)
+
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        self.net.train()
+        images = torch.from_numpy(images).to(self._device)
+        labels = torch.from_numpy(labels).to(self._device)
+        logits = self.net(images)
+        loss = self.loss(logits, labels)
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return loss.item(), int((logits.argmax(dim=1) == labels).sum())
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return predict_logits(self.net, images)
+
+
+train = Trainer.train
+
+
+def evaluate(net: nn.Module, data) -> float:
+    """Accuracy of `net` on a :class:`common.data.DataLoader`, in inference mode."""
+    return training.accuracy(lambda images: predict_logits(net, images), data.epoch())

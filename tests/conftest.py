@@ -1,0 +1,44 @@
+"""One `backend` fixture for the whole suite, as POT's conftest does.
+
+A backend whose framework is missing is skipped with a reason, except when
+NIN_REQUIRE_ALL_BACKENDS is set (CI sets it in .ci/run): then the skip is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from common.backends import BACKENDS, BackendUnavailable, load_backend
+
+REQUIRE_ALL = bool(os.environ.get("NIN_REQUIRE_ALL_BACKENDS"))
+
+
+def skip_or_fail(reason: str):
+    if REQUIRE_ALL:
+        pytest.fail(f"{reason} (NIN_REQUIRE_ALL_BACKENDS is set, so this is a failure)")
+    pytest.skip(reason)
+
+
+def get_backend(name: str):
+    try:
+        return load_backend(name)
+    except BackendUnavailable as error:
+        skip_or_fail(str(error))
+
+
+@pytest.fixture(params=list(BACKENDS), scope="session")
+def backend(request):
+    """The backend package (nin_torch, nin_mxnet or nin_tf), imported lazily."""
+    return get_backend(request.param)
+
+
+@pytest.fixture(scope="session")
+def fashion_mnist():
+    from common.data import DatasetError, load_fashion_mnist
+
+    try:
+        return load_fashion_mnist()
+    except DatasetError as error:
+        skip_or_fail(f"real Fashion-MNIST is not available: {error}")

@@ -1,0 +1,282 @@
+"""Tests of common.data: the Fashion-MNIST reader, its validation, the resize and the loaders."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common import data
+from common.data import (CLASS_NAMES, DATA_DIR_ENV, DEFAULT_DATA_DIR, DataLoader, DatasetError,
+                         FashionMNIST, bilinear_matrix, load_data, load_fashion_mnist,
+                         resolve_data_dir, to_model_input)
+
+NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> FashionMNIST:
+    try:
+        return load_fashion_mnist()
+    except DatasetError as exc:
+        if os.environ.get("NIN_REQUIRE_ALL_BACKENDS"):
+            pytest.fail(f"NIN_REQUIRE_ALL_BACKENDS is set but Fashion-MNIST is unusable: {exc}")
+        pytest.skip(f"Fashion-MNIST not available: {exc}")
+
+
+@pytest.fixture(scope="module")
+def real_dir(fmnist) -> Path:
+    return resolve_data_dir()
+
+
+def _raw(real_dir: Path, name: str) -> bytearray:
+    with gzip.open(real_dir / name, "rb") as f:
+        return bytearray(f.read())
+
+
+def _fake_dir(tmp_path: Path, real_dir: Path, **replace: bytes | None) -> Path:
+    """tmp_path holding links to the real files, except `replace` (name with '_' for '-' and
+    '.' -> decompressed bytes to gzip, or None to leave the file out)."""
+    for name in NAMES:
+        key = name.replace("-", "_").replace(".", "_")
+        if key not in replace:
+            (tmp_path / name).symlink_to(real_dir / name)
+        elif replace[key] is not None:
+            with gzip.open(tmp_path / name, "wb", compresslevel=1) as f:
+                f.write(replace[key])
+    return tmp_path
+
+
+def _expect_error(directory: Path, fragment: str, verify: bool = True) -> str:
+    with pytest.raises(Exception) as info:
+        load_fashion_mnist(directory, verify_checksums=verify)
+    assert type(info.value) is DatasetError, repr(info.value)
+    message = str(info.value)
+    assert "\n" not in message and fragment in message and "dataset-fashion-mnist" in message
+    return message
+
+
+# ---- the real files ----
+
+def test_real_files(fmnist):
+    for images, labels, n in ((fmnist.train_images, fmnist.train_labels, 60000),
+                              (fmnist.test_images, fmnist.test_labels, 10000)):
+        assert images.shape == (n, 28, 28) and images.dtype == np.uint8
+        assert labels.shape == (n,) and labels.dtype == np.uint8
+        assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10
+        assert not images.flags.writeable and not labels.flags.writeable
+    assert len(CLASS_NAMES) == 10
+
+
+def test_load_is_cached_and_checksums_verified(fmnist, real_dir):
+    # The fixture's load ran with verify_checksums=True (the default), so the hashes matched.
+    assert load_fashion_mnist() is fmnist
+    assert load_fashion_mnist(str(real_dir)) is fmnist
+
+
+# ---- every problem is one clear DatasetError ----
+
+def test_missing_directory(tmp_path):
+    _expect_error(tmp_path / "nowhere", "nowhere")
+
+
+def test_missing_file(tmp_path, real_dir):
+    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=None),
+                  "t10k-labels-idx1-ubyte.gz")
+
+
+def test_truncated_gzip(tmp_path, real_dir):
+    directory = _fake_dir(tmp_path, real_dir, t10k_images_idx3_ubyte_gz=None)
+    blob = (real_dir / "t10k-images-idx3-ubyte.gz").read_bytes()
+    (directory / "t10k-images-idx3-ubyte.gz").write_bytes(blob[: len(blob) // 2])
+    _expect_error(directory, "t10k-images-idx3-ubyte.gz")
+
+
+def test_not_gzip(tmp_path, real_dir):
+    directory = _fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=None)
+    (directory / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not a gzip file at all")
+    _expect_error(directory, "t10k-labels-idx1-ubyte.gz")
+
+
+def test_bad_magic(tmp_path, real_dir):
+    raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
+    raw[:4] = struct.pack(">I", 2051)
+    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)),
+                  "magic number 2051")
+
+
+def test_wrong_count(tmp_path, real_dir):
+    raw = _raw(real_dir, "train-labels-idx1-ubyte.gz")
+    fake = struct.pack(">II", 2049, 59999) + raw[8:-1]  # consistent header, one label short
+    message = _expect_error(_fake_dir(tmp_path, real_dir, train_labels_idx1_ubyte_gz=fake),
+                            "train-labels-idx1-ubyte.gz")
+    assert "59999" in message and "60000" in message
+
+
+def test_payload_shorter_than_header(tmp_path, real_dir):
+    raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
+    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw[:-1])),
+                  "t10k-labels-idx1-ubyte.gz")
+
+
+def test_wrong_image_dims(tmp_path, real_dir):
+    fake = struct.pack(">IIII", 2051, 10000, 14, 56) + bytes(10000 * 14 * 56)
+    _expect_error(_fake_dir(tmp_path, real_dir, t10k_images_idx3_ubyte_gz=fake), "14x56")
+
+
+def test_label_out_of_range(tmp_path, real_dir):
+    raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
+    raw[100] = 10
+    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)),
+                  "label 10", verify=False)
+
+
+def test_checksum_mismatch(tmp_path, real_dir):
+    raw = _raw(real_dir, "t10k-images-idx3-ubyte.gz")
+    raw[16 + 28 * 14 + 14] ^= 0xFF  # one pixel of the first image
+    directory = _fake_dir(tmp_path, real_dir, t10k_images_idx3_ubyte_gz=bytes(raw))
+    message = _expect_error(directory, "t10k-images-idx3-ubyte.gz")
+    assert "differs from upstream Fashion-MNIST" in message
+    # Structurally valid, so only the checksum catches it.
+    assert load_fashion_mnist(directory, verify_checksums=False).test_images.shape == (10000, 28, 28)
+
+
+# ---- where the data comes from ----
+
+def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
+    monkeypatch.delenv(DATA_DIR_ENV, raising=False)
+    assert resolve_data_dir() == DEFAULT_DATA_DIR == Path("/usr/share/datasets/fashion-mnist")
+    monkeypatch.setenv(DATA_DIR_ENV, str(tmp_path / "env"))
+    assert resolve_data_dir() == tmp_path / "env"
+    assert resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert resolve_data_dir(str(tmp_path / "arg")) == tmp_path / "arg"
+    monkeypatch.setenv(DATA_DIR_ENV, "")
+    assert resolve_data_dir() == DEFAULT_DATA_DIR
+
+
+# ---- resizing ----
+
+def test_bilinear_matrix_basics():
+    assert np.array_equal(bilinear_matrix(28, 28), np.eye(28, dtype=np.float32))
+    for out in (14, 67, 96, 224):
+        matrix = bilinear_matrix(28, out)
+        assert matrix.shape == (out, 28) and matrix.dtype == np.float32
+        np.testing.assert_allclose(matrix.sum(axis=1), 1.0, atol=1e-6)
+        assert (matrix >= 0).all()
+    with pytest.raises(ValueError, match="out_size"):
+        bilinear_matrix(28, 0)
+
+
+def test_to_model_input_identity_and_range(fmnist):
+    x = to_model_input(fmnist.test_images[:5], 28)
+    assert x.shape == (5, 1, 28, 28) and x.dtype == np.float32 and x.flags.c_contiguous
+    assert np.array_equal(x[:, 0], fmnist.test_images[:5].astype(np.float32) / np.float32(255))
+    with pytest.raises(ValueError, match="uint8"):
+        to_model_input(fmnist.test_images[0], 28)
+
+
+@pytest.mark.parametrize("size", [224, 67, 96, 14])
+def test_resize_matches_torch(fmnist, size):
+    torch = pytest.importorskip("torch")
+    images = fmnist.test_images[:8]
+    expected = torch.nn.functional.interpolate(
+        torch.from_numpy(images.astype(np.float32) / 255)[:, None], size=(size, size),
+        mode="bilinear", align_corners=False, antialias=False).numpy()
+    actual = to_model_input(images, size)
+    assert actual.shape == (8, 1, size, size)
+    np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
+    assert actual.min() >= 0 and actual.max() <= 1
+
+
+# ---- batching ----
+
+def _indexed_loader(n: int = 1000, batch_size: int = 32, **kwargs) -> DataLoader:
+    """Labels are the example indices, so each batch says which examples it holds."""
+    images = np.random.default_rng(1).integers(0, 256, (n, 28, 28), dtype=np.uint8)
+    return DataLoader(images, np.arange(n), batch_size=batch_size, size=28, **kwargs)
+
+
+def _order(loader: DataLoader, index: int = 0) -> np.ndarray:
+    return np.concatenate([y for _, y in loader.epoch(index)])
+
+
+def test_loader_batches_shapes_and_values():
+    loader = _indexed_loader(1000, 32, shuffle=True, seed=3)
+    assert loader.num_examples == 1000 and len(loader) == 32
+    assert (loader.batch_size, loader.size, loader.shuffle, loader.seed) == (32, 28, True, 3)
+    batches = list(loader)
+    assert len(batches) == 32 and [len(y) for _, y in batches][-1] == 1000 - 31 * 32
+    for x, y in batches:
+        assert x.dtype == np.float32 and x.flags.c_contiguous and y.dtype == np.int64
+        assert x.shape == (len(y), 1, 28, 28) and 0 <= x.min() and x.max() <= 1
+        assert np.array_equal(x, to_model_input(loader.images[y], 28))
+
+
+def test_loader_shuffle_is_a_per_epoch_seeded_permutation():
+    loader = _indexed_loader(shuffle=True, seed=0)
+    first = _order(loader, 0)
+    assert sorted(first.tolist()) == list(range(1000))
+    assert np.array_equal(first, _order(_indexed_loader(shuffle=True, seed=0), 0))
+    assert np.array_equal(first, _order(loader))  # __iter__ is epoch 0
+    assert not np.array_equal(first, _order(loader, 1))
+    assert not np.array_equal(first, _order(_indexed_loader(shuffle=True, seed=1), 0))
+    assert np.array_equal(first, np.random.default_rng([0, 0]).permutation(1000))
+
+
+def test_loader_shuffles_examples_not_batches():
+    order = _order(_indexed_loader(shuffle=True, seed=0), 2)
+    # With batches permuted as blocks almost every neighbour would be index + 1.
+    assert np.mean(np.diff(order) == 1) < 0.05
+    blocks = {tuple(range(i, min(i + 32, 1000))) for i in range(0, 1000, 32)}
+    assert not any(tuple(sorted(y.tolist())) in blocks for _, y in
+                   _indexed_loader(shuffle=True, seed=0).epoch(2))
+
+
+def test_loader_unshuffled_and_exact_batches():
+    loader = _indexed_loader(96, 32, shuffle=False)
+    assert len(loader) == 3
+    assert np.array_equal(_order(loader, 5), np.arange(96))
+    with pytest.raises(ValueError, match="batch_size"):
+        _indexed_loader(10, 0, shuffle=False)
+
+
+def test_load_data(fmnist):
+    train, test = load_data(100, 28, seed=7, train_limit=250, test_limit=300)
+    assert (train.num_examples, len(train), train.shuffle, train.seed) == (250, 3, True, 7)
+    assert (test.num_examples, len(test), test.shuffle) == (300, 3, False)
+    xs, ys = zip(*test.epoch(0))
+    assert np.array_equal(np.concatenate(ys), fmnist.test_labels[:300])
+    assert np.array_equal(np.concatenate(xs), to_model_input(fmnist.test_images[:300], 28))
+    train_y = np.concatenate([y for _, y in train.epoch(0)])
+    order = np.random.default_rng([7, 0]).permutation(250)
+    assert np.array_equal(train_y, fmnist.train_labels[:250][order])
+    x, y = next(iter(load_data(16, 224, test_limit=16)[1]))
+    assert x.shape == (16, 1, 224, 224) and y.shape == (16,)
+    full_train, full_test = load_data(256, 28)
+    assert (full_train.num_examples, full_test.num_examples) == (60000, 10000)
+    assert (len(full_train), len(full_test)) == (235, 40)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"batch_size": 0}, "batch_size"), ({"size": 0}, "size"),
+    ({"train_limit": 0}, r"1\.\.60000"), ({"train_limit": 60001}, r"1\.\.60000"),
+    ({"test_limit": 10001}, r"1\.\.10000"), ({"test_limit": 2.5}, r"1\.\.10000"),
+])
+def test_load_data_argument_errors(kwargs, match):
+    args = {"batch_size": 8, "size": 28, **kwargs}
+    with pytest.raises(ValueError, match=match) as info:
+        load_data(args.pop("batch_size"), args.pop("size"), **args)
+    assert not isinstance(info.value, DatasetError)  # rejected before any file is read
+
+
+def test_module_imports_no_framework():
+    import subprocess
+    import sys
+    code = ("import sys, common.data; "
+            "assert not {'torch', 'mxnet', 'tensorflow', 'keras'} & set(sys.modules)")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(data.__file__).parents[1])

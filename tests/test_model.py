@@ -1,0 +1,172 @@
+"""Every backend builds the same NiN: shapes, parameter counts and input checks."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from common import shapes
+from common.backends import BACKENDS
+from common.spec import make_spec
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+BOOK_SHAPES_224 = [
+    ("nin_block_1", (1, 96, 54, 54)), ("max_pool_1", (1, 96, 26, 26)),
+    ("nin_block_2", (1, 256, 26, 26)), ("max_pool_2", (1, 256, 12, 12)),
+    ("nin_block_3", (1, 384, 12, 12)), ("max_pool_3", (1, 384, 5, 5)),
+    ("dropout", (1, 384, 5, 5)), ("nin_block_4", (1, 10, 5, 5)),
+    ("global_avg_pool", (1, 10, 1, 1)), ("flatten", (1, 10)),
+]
+
+VARIANTS = [{}, {"in_channels": 3}, {"num_1x1": 1}, {"num_classes": 100}, {"num_1x1": 0}]
+
+
+@pytest.fixture(scope="module")
+def default_net(backend):
+    return backend.build_nin()
+
+
+def test_shapes_at_224_match_the_book(backend, default_net):
+    result = backend.layer_shapes(default_net, (1, 1, 224, 224))
+    assert [(layer.name, layer.output_shape) for layer in result] == BOOK_SHAPES_224
+
+
+@pytest.mark.parametrize("input_shape", [(1, 1, 67, 67), (1, 1, 96, 96), (2, 1, 227, 227),
+                                         (3, 1, 80, 123), (4, 1, 101, 68)])
+def test_shapes_match_common_arithmetic(backend, default_net, input_shape):
+    expected = shapes.layer_shapes(default_net.spec, input_shape)
+    assert backend.layer_shapes(default_net, input_shape) == expected
+
+
+@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+def test_parameter_counts_match_analytic_total_and_per_layer(backend, options):
+    net = backend.build_nin(**options)
+    spec = make_spec("nin", **options)
+    assert backend.count_params(net) == shapes.count_params(spec)
+    assert backend.params_by_layer(net) == {layer.name: layer.total
+                                           for layer in shapes.layer_params(spec)}
+    odd = (2, spec.in_channels, 75, 91)
+    assert backend.layer_shapes(net, odd) == shapes.layer_shapes(spec, odd)
+
+
+def test_default_parameter_count_is_1992166(backend, default_net):
+    assert backend.count_params(default_net) == 1_992_166
+
+
+def test_alexnet_builds_with_the_analytic_counts(backend):
+    net = backend.build_nin("alexnet")
+    assert backend.count_params(net) == 46_764_746
+    assert backend.params_by_layer(net) == {layer.name: layer.total
+                                           for layer in shapes.layer_params(net.spec)}
+    assert backend.layer_shapes(net, (1, 1, 224, 224)) == shapes.layer_shapes(net.spec, (1, 1, 224, 224))
+
+
+def test_nin_block_infers_input_channels(backend):
+    block = backend.nin_block(16, 3, 1, 1)
+    for channels in (1, 5):
+        images = np.zeros((1, channels, 8, 8), np.float32)
+        if backend.BACKEND == "torch":
+            import torch
+            out = tuple(block(torch.from_numpy(images)).shape)
+        elif backend.BACKEND == "mxnet":
+            import mxnet as mx
+            block.initialize(force_reinit=True)
+            out = tuple(block(mx.nd.array(images)).shape)
+        else:
+            out = tuple(block(images.transpose(0, 2, 3, 1)).shape)
+            out = (out[0], out[3], out[1], out[2])
+        assert out == (1, 16, 8, 8)
+        block = backend.nin_block(16, 3, 1, 1)  # a fresh block infers again
+
+
+def test_predict_logits_returns_numpy_logits(backend, default_net):
+    images = np.random.default_rng(0).random((3, 1, 70, 70), dtype=np.float32)
+    logits = backend.predict_logits(default_net, images)
+    assert isinstance(logits, np.ndarray) and logits.shape == (3, 10) and logits.dtype == np.float32
+    # inference mode: dropout is off, so predictions are repeatable
+    np.testing.assert_array_equal(logits, backend.predict_logits(default_net, images))
+
+
+def test_same_seed_same_function_across_backends(backend, default_net):
+    """Initial weights are drawn once, in common, so seed s is one function everywhere."""
+    from common.weights import xavier_init
+
+    arrays = backend.get_weights(default_net)
+    for key, value in xavier_init(default_net.spec, seed=0).items():
+        np.testing.assert_array_equal(arrays[key], value)
+
+
+@pytest.mark.parametrize("shape, message", [
+    ((1, 1, 66, 66), "at least 67x67"),
+    ((1, 1, 66, 200), "at least 67x67"),
+    ((1, 3, 96, 96), "1 input channel"),
+    ((1, 96, 96), "4-D"),
+    ((96, 96), "4-D"),
+    ((0, 1, 96, 96), "at least one image"),
+])
+def test_bad_input_fails_clearly_before_the_framework(backend, default_net, shape, message):
+    with pytest.raises(ValueError, match=message):
+        backend.predict_logits(default_net, np.zeros(shape, np.float32))
+    if len(shape) == 4:
+        with pytest.raises(ValueError, match=message):
+            backend.layer_shapes(default_net, shape)
+
+
+def test_alexnet_takes_only_its_input_size(backend):
+    net = backend.build_nin("alexnet")
+    with pytest.raises(ValueError, match="exactly 224x224"):
+        backend.predict_logits(net, np.zeros((1, 1, 96, 96), np.float32))
+
+
+def test_unknown_spec_option_is_a_clear_error(backend):
+    with pytest.raises(ValueError, match="unknown option"):
+        backend.build_nin(num_blocks=3)
+
+
+def test_backends_export_the_same_public_names():
+    packages = [ROOT / package for package, _, _ in BACKENDS.values()]
+    modules = [sorted(path.name for path in package.glob("*.py")) for package in packages]
+    assert all(names == modules[0] for names in modules), modules
+    exported = []
+    for package in packages:
+        tree = ast.parse((package / "__init__.py").read_text())
+        names = next(node.value for node in tree.body if isinstance(node, ast.Assign)
+                     and node.targets[0].id == "__all__")
+        exported.append(sorted(ast.literal_eval(names)))
+    assert all(names == exported[0] for names in exported)
+
+
+FRAMEWORKS = {"torch", "mxnet", "tensorflow", "keras"}
+
+
+def _imported_modules(path: pathlib.Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names |= {alias.name.split(".")[0] for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            names.add(node.module.split(".")[0])
+    return names
+
+
+def test_common_imports_no_framework():
+    for path in (ROOT / "common").glob("*.py"):
+        assert not _imported_modules(path) & FRAMEWORKS, path
+    code = ("import sys, importlib, pkgutil, common\n"
+            "for m in pkgutil.iter_modules(common.__path__): importlib.import_module('common.' + m.name)\n"
+            f"print(sorted(set({sorted(FRAMEWORKS)!r}) & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True, cwd=ROOT).stdout.strip() == "[]"
+
+
+def test_backend_packages_never_import_each_other():
+    packages = {package for package, _, _ in BACKENDS.values()}
+    for package in packages:
+        for path in (ROOT / package).glob("*.py"):
+            assert not _imported_modules(path) & (packages - {package}), path
