@@ -47,3 +47,18 @@ def load_backend(name: str) -> ModuleType:
 
 def installed_backends() -> list[str]:
     return [name for name in BACKENDS if is_installed(name)]
+
+
+def framework_versions(name: str) -> dict[str, str]:
+    """Installed versions of what the backend runs on, read from package metadata."""
+    from importlib import metadata
+
+    distributions = {"torch": ["torch"], "mxnet": ["mxnet"],
+                     "tf": ["tensorflow-cpu", "tensorflow", "keras"]}[check_backend_name(name)]
+    versions = {"numpy": metadata.version("numpy")}
+    for distribution in distributions:
+        try:
+            versions[distribution] = metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

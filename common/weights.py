@@ -70,12 +70,12 @@ def canonical_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def xavier_init(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
-    """Glorot-uniform weights and zero biases, drawn with NumPy so every backend starts equal.
+def init_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
+    """Xavier-uniform weights and zero biases, drawn with NumPy so every backend starts equal.
 
-    This is the book's ``nn.init.xavier_uniform_`` / ``init.Xavier()`` scheme; drawing it once
-    here (instead of with three framework RNGs) makes ``build_nin(seed=s)`` the same function in
-    PyTorch, MXNet and Keras.
+    This is the book's ``nn.init.xavier_uniform_`` / ``init.Xavier()``: bound
+    sqrt(6 / (fan_in + fan_out)). Drawing it once here (instead of with three framework RNGs)
+    makes ``build_nin(seed=s)`` the same function in PyTorch, MXNet and Keras.
     """
     rng = np.random.default_rng(seed)
     arrays = {}

@@ -3,10 +3,13 @@
 from .model import (build_nin, count_params, layer_shapes, nin_block, params_by_layer,
                     predict_logits)
 from .train import Trainer, evaluate, train
-from .weights import export_weights, get_weights, import_weights, set_weights
+from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,
+                      load_native, save_native, set_weights)
 
 BACKEND = "mxnet"
 
-__all__ = ["BACKEND", "Trainer", "build_nin", "count_params", "evaluate", "export_weights",
-           "get_weights", "import_weights", "layer_shapes", "nin_block", "params_by_layer",
-           "predict_logits", "set_weights", "train"]
+__all__ = [
+    "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
+    "export_weights", "get_weights", "import_weights", "layer_shapes", "load_native",
+    "nin_block", "params_by_layer", "predict_logits", "save_native", "set_weights", "train",
+]

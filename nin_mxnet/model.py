@@ -13,7 +13,7 @@ from mxnet.gluon import nn
 from common import shapes
 from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
                          Spec, make_spec, nin_block_convs)
-from common.weights import xavier_init
+from common.weights import init_weights
 
 from .weights import set_weights
 
@@ -53,8 +53,8 @@ def _layer(layer) -> nn.HybridBlock:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0, ctx: mx.Context | None = None,
-              **overrides) -> nn.HybridSequential:
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0, 
+              ctx: mx.Context | None = None, **overrides) -> nn.HybridSequential:
     """The spec's network (NiN by default), hybridized, with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
@@ -68,7 +68,7 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, ctx: mx.Context 
     size = spec.input_size if spec.fixed_input_size else shapes.min_input_size(spec)
     net(nd.zeros((1, spec.in_channels, size, size), ctx=ctx or default_context()))  # deferred init
     net.spec = spec
-    set_weights(net, xavier_init(spec, seed))
+    set_weights(net, init_weights(spec, seed))
     net.hybridize()
     return net
 

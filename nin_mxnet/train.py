@@ -51,6 +51,10 @@ class Trainer(training.Trainer):
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
 
+    def weights_finite(self) -> bool:
+        sums = nd.stack(*[p.data().sum() for p in self.net.collect_params().values()])
+        return bool(nd.contrib.isfinite(sums).min().asscalar())
+
 
 train = Trainer.train
 

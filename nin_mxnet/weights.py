@@ -43,3 +43,16 @@ def export_weights(net: nn.Block, path: str | Path) -> Path:
 
 def import_weights(net: nn.Block, path: str | Path) -> None:
     set_weights(net, interchange.load_weights(path, net.spec).arrays)
+
+
+NATIVE_SUFFIX = ".params"
+
+
+def save_native(net: nn.Block, path: str | Path) -> Path:
+    """Gluon's own format, for ``net.load_parameters``."""
+    net.save_parameters(str(path))
+    return Path(path)
+
+
+def load_native(net: nn.Block, path: str | Path) -> None:
+    net.load_parameters(str(path), ctx=net.collect_params().list_ctx())

@@ -18,10 +18,13 @@ if keras.backend.backend() != "tensorflow":
 from .model import (build_nin, count_params, layer_shapes, nin_block,  # noqa: E402
                     params_by_layer, predict_logits)
 from .train import Trainer, evaluate, train  # noqa: E402
-from .weights import export_weights, get_weights, import_weights, set_weights  # noqa: E402
+from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,  # noqa: E402
+                      load_native, save_native, set_weights)
 
 BACKEND = "tf"
 
-__all__ = ["BACKEND", "Trainer", "build_nin", "count_params", "evaluate", "export_weights",
-           "get_weights", "import_weights", "layer_shapes", "nin_block", "params_by_layer",
-           "predict_logits", "set_weights", "train"]
+__all__ = [
+    "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
+    "export_weights", "get_weights", "import_weights", "layer_shapes", "load_native",
+    "nin_block", "params_by_layer", "predict_logits", "save_native", "set_weights", "train",
+]

@@ -16,7 +16,7 @@ from keras import layers
 from common import shapes
 from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
                          Spec, make_spec, nin_block_convs)
-from common.weights import xavier_init
+from common.weights import init_weights
 
 from .weights import set_weights
 
@@ -76,7 +76,8 @@ def _layer(layer, name: str) -> layers.Layer:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> keras.Sequential:
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0,
+              **overrides) -> keras.Sequential:
     """The spec's network (NiN by default) with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
@@ -90,7 +91,7 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
         + [_layer(layer, name) for name, layer in zip(spec.layer_names(), spec.layers)],
         name=spec.name)
     net.spec = spec
-    set_weights(net, xavier_init(spec, seed))
+    set_weights(net, init_weights(spec, seed))
     return net
 
 

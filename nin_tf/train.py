@@ -46,6 +46,10 @@ class Trainer(training.Trainer):
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
 
+    def weights_finite(self) -> bool:
+        sums = tf.stack([tf.reduce_sum(variable) for variable in self.net.trainable_variables])
+        return bool(tf.reduce_all(tf.math.is_finite(sums)))
+
 
 train = Trainer.train
 

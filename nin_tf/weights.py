@@ -57,3 +57,16 @@ def export_weights(net: keras.Model, path: str | Path) -> Path:
 
 def import_weights(net: keras.Model, path: str | Path) -> None:
     set_weights(net, interchange.load_weights(path, net.spec).arrays)
+
+
+NATIVE_SUFFIX = ".weights.h5"  # Keras 3 insists on this suffix for save_weights
+
+
+def save_native(net: keras.Model, path: str | Path) -> Path:
+    """Keras's own weights format, for ``model.load_weights``."""
+    net.save_weights(str(path))
+    return Path(path)
+
+
+def load_native(net: keras.Model, path: str | Path) -> None:
+    net.load_weights(str(path))

@@ -14,7 +14,7 @@ from torch import nn
 from common import shapes
 from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
                          Spec, make_spec, nin_block_convs)
-from common.weights import xavier_init
+from common.weights import init_weights
 
 from .weights import set_weights
 
@@ -50,7 +50,8 @@ def _layer(layer) -> nn.Module:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> nn.Sequential:
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0,
+              **overrides) -> nn.Sequential:
     """The spec's network (NiN by default) with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
@@ -63,7 +64,7 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     with torch.no_grad():
         net(torch.zeros(1, spec.in_channels, size, size))  # materialise the lazy layers
     net.spec = spec
-    set_weights(net, xavier_init(spec, seed))
+    set_weights(net, init_weights(spec, seed))
     return net
 
 

@@ -47,6 +47,10 @@ class Trainer(training.Trainer):
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
 
+    def weights_finite(self) -> bool:
+        with torch.no_grad():
+            return bool(torch.isfinite(torch.stack([p.sum() for p in self.net.parameters()])).all())
+
 
 train = Trainer.train
 

@@ -42,3 +42,16 @@ def export_weights(net: nn.Module, path: str | Path) -> Path:
 
 def import_weights(net: nn.Module, path: str | Path) -> None:
     set_weights(net, interchange.load_weights(path, net.spec).arrays)
+
+
+NATIVE_SUFFIX = ".pt"
+
+
+def save_native(net: nn.Module, path: str | Path) -> Path:
+    """PyTorch's own format: the state_dict, for ``net.load_state_dict``."""
+    torch.save(net.state_dict(), path)
+    return Path(path)
+
+
+def load_native(net: nn.Module, path: str | Path) -> None:
+    net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gzip
-import os
 import struct
 from pathlib import Path
 
@@ -15,18 +14,15 @@ from common.data import (CLASS_NAMES, DATA_DIR_ENV, DEFAULT_DATA_DIR, DataLoader
                          FashionMNIST, bilinear_matrix, load_data, load_fashion_mnist,
                          resolve_data_dir, to_model_input)
 
+from .conftest import get_backend
+
 NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
          "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
 
 
 @pytest.fixture(scope="module")
-def fmnist() -> FashionMNIST:
-    try:
-        return load_fashion_mnist()
-    except DatasetError as exc:
-        if os.environ.get("NIN_REQUIRE_ALL_BACKENDS"):
-            pytest.fail(f"NIN_REQUIRE_ALL_BACKENDS is set but Fashion-MNIST is unusable: {exc}")
-        pytest.skip(f"Fashion-MNIST not available: {exc}")
+def fmnist(fashion_mnist) -> FashionMNIST:
+    return fashion_mnist
 
 
 @pytest.fixture(scope="module")
@@ -182,7 +178,9 @@ def test_to_model_input_identity_and_range(fmnist):
 
 @pytest.mark.parametrize("size", [224, 67, 96, 14])
 def test_resize_matches_torch(fmnist, size):
-    torch = pytest.importorskip("torch")
+    get_backend("torch")
+    import torch
+
     images = fmnist.test_images[:8]
     expected = torch.nn.functional.interpolate(
         torch.from_numpy(images.astype(np.float32) / 255)[:, None], size=(size, size),

@@ -95,10 +95,10 @@ def test_predict_logits_returns_numpy_logits(backend, default_net):
 
 def test_same_seed_same_function_across_backends(backend, default_net):
     """Initial weights are drawn once, in common, so seed s is one function everywhere."""
-    from common.weights import xavier_init
+    from common.weights import init_weights
 
     arrays = backend.get_weights(default_net)
-    for key, value in xavier_init(default_net.spec, seed=0).items():
+    for key, value in init_weights(default_net.spec, seed=0).items():
         np.testing.assert_array_equal(arrays[key], value)
 
 
