@@ -22,6 +22,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, figure, path: str | Path, title: str) -> Path:
+    if title:
+        figure.suptitle(title)
+    path = Path(path)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
 def plot_curves(histories: dict[str, Sequence[EpochMetrics]], path: str | Path,
                 title: str = "") -> Path:
     """Train loss, train accuracy and test accuracy per epoch, overlaying the backends."""
@@ -43,12 +52,7 @@ def plot_curves(histories: dict[str, Sequence[EpochMetrics]], path: str | Path,
         if len(epochs) < 12:
             axis.set_xticks(epochs)
     axes[0].legend()
-    if title:
-        figure.suptitle(title)
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path, title)
 
 
 def plot_predictions(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
@@ -69,9 +73,4 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predicted: np.ndarr
         right = labels[index] == predicted[index]
         axis.set_title(f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}",
                        fontsize=7, color="black" if right else "red")
-    if title:
-        figure.suptitle(title)
-    path = Path(path)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-    return path
+    return _save(plt, figure, path, title)

@@ -36,7 +36,7 @@ class RunConfig:
     optimizer: str = "adam"
     lr: float = 2e-3
     seed: int = 0
-    train_limit: int | None = 24_000
+    train_limit: int | None = 30_000
     test_limit: int | None = 2_000
     data_dir: str | None = None
 

@@ -31,7 +31,8 @@ class Recipe:
     optimizer: str = "adam"
     lr: float = 2e-3
     momentum: float = 0.9  # only for "momentum"
-    # The same epsilon everywhere: Keras defaults to 1e-7, PyTorch and MXNet to 1e-8.
+    # The same epsilon everywhere (Keras defaults to 1e-7, PyTorch and MXNet to 1e-8), and in
+    # the same place: see nin_torch.train.Trainer._match_keras_adam_epsilon.
     adam_epsilon: float = 1e-8
 
     def __post_init__(self):

@@ -122,7 +122,7 @@ class WeightsFile:
 
 
 def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
-    """Read a weights file; if `spec` is given, the file must have been made for it."""
+    """Read a weights file; if `spec` is given, its parameters must be the file's."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
@@ -134,7 +134,10 @@ def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
     except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
         raise WeightsError(f"{path} is not a NiN weights file (.npz written by export_weights "
                            f"or `nin train`): {error}") from None
-    if spec is not None and stored_spec != spec:
+    # Only what decides the parameters must match: weights trained with dropout 0.5 load into
+    # a dropout-0 model, and NiN weights fit any input size.
+    if spec is not None and (stored_spec.name != spec.name
+                             or canonical_shapes(stored_spec) != canonical_shapes(spec)):
         raise WeightsError(f"{path} holds weights for {stored_spec.describe()}, but the model is "
                            f"{spec.describe()}")
     check_arrays(stored_spec, arrays, source=str(path))

