@@ -8,6 +8,7 @@ A run folder holds ``metrics.jsonl`` (one line per epoch, written as it happens)
 from __future__ import annotations
 
 import json
+import os
 import platform
 import time
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ import numpy as np
 
 from . import plots, resources, shapes
 from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .data import DataLoader, load_data, to_model_input, load_fashion_mnist
+from .data import DataLoader, load_data, load_fashion_mnist, to_model_input
 from .report import format_table
 from .spec import Spec, make_spec
 from .training import EpochMetrics, Recipe
@@ -75,8 +76,6 @@ def new_run_dir(out: str | Path | None, kind: str) -> Path:
 
 
 def machine_description() -> str:
-    import os
-
     return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
 
 

@@ -144,3 +144,14 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
                              "--weights", str(bad)], capture_output=True, text=True)
     assert result.returncode == 2
     assert "not a NiN weights file" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_bench_prints_and_writes_a_table(backend, tmp_path, capsys):
+    out = tmp_path / "bench.md"
+    assert main(["bench", "--backends", backend.BACKEND, "--size", "67", "--batch", "4",
+                 "--steps", "1", "--out", str(out)]) == 0
+    table = out.read_text()
+    assert "| framework" in table and "train img/s" in table
+    row = next(line for line in table.splitlines() if line.startswith("| ") and "67" in line)
+    train_rate, infer_rate = (float(cell) for cell in row.strip("|").split("|")[4:6])
+    assert train_rate > 0 and infer_rate > 0
