@@ -94,10 +94,10 @@ def _run_config(args):
 
 def cmd_shapes(args) -> None:
     from .runs import shape_rows
+    from .shapes import check_input_shape
 
     spec, backends = _spec(args), _backends(args.backend)
     input_shape = (args.batch, spec.in_channels, args.size, args.size)
-    from .shapes import check_input_shape
     check_input_shape(spec, input_shape)
     rows = shape_rows(spec, input_shape, backends)
     print(f"{spec.describe()}: output shape of each layer for input {input_shape} (NCHW)")

@@ -288,7 +288,10 @@ WEIGHT_RTOL = 1e-3
 # near-ties at the non-differentiable points (a ReLU input or a max-pool runner-up within
 # rounding of the winner sends a gradient elsewhere in one framework), which move single
 # channels by up to ~2e-4 of the scale.
-WEIGHT_ATOL_OF_SCALE = 1e-3
+# Momentum carries such an event into the following ~10 updates: in a fresh-clone run the
+# warm-up state differed (PyTorch's CPU kernels are not bit-reproducible across runs) and 6 of
+# 34,560 elements of nin_block_4.0 ended 1.24e-3 of scale apart, the same in MXNet and Keras.
+WEIGHT_ATOL_OF_SCALE = 2e-3
 # Adam's steps are about lr per element whatever the gradient's size, so an element whose
 # gradient is at rounding level can step differently in each framework, up to one lr per step
 # in the worst case; measured: under 7 lr for single elements (1 of 884,736) in 20 steps. The
