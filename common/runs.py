@@ -15,14 +15,12 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
 from . import plots, resources, shapes
 from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .data import DataLoader, load_data, load_fashion_mnist, to_model_input
+from .data import DataLoader, load_data
 from .report import format_table
 from .spec import Spec, make_spec
-from .training import EpochMetrics, Recipe
+from .training import EpochMetrics, Recipe, accuracy
 
 
 @dataclass(frozen=True)
@@ -184,10 +182,6 @@ def compare(config: RunConfig, backends: list[str], out: Path, *,
                       f"{config.size}x{config.size}, {config.optimizer} lr {config.lr:g}")
 
     # Every trained model, moved through the interchange format, scored by every framework.
-    fashion = load_fashion_mnist(config.data_dir)
-    count = test_data.num_examples
-    images = to_model_input(fashion.test_images[:count], config.size)
-    labels = fashion.test_labels[:count].astype(np.int64)
     cross = []
     for source, result in results.items():
         row = [source]
@@ -195,7 +189,8 @@ def compare(config: RunConfig, backends: list[str], out: Path, *,
             backend = load_backend(target)
             net = backend.build_nin(spec)
             backend.import_weights(net, result.directory / "weights.npz")
-            row.append(float((backend.predict_logits(net, images).argmax(1) == labels).mean()))
+            row.append(accuracy(lambda images: backend.predict_logits(net, images),
+                                test_data.epoch()))
         cross.append(row)
 
     final_rows = []
@@ -213,7 +208,7 @@ def compare(config: RunConfig, backends: list[str], out: Path, *,
         "",
         f"Model {spec.describe()}, input {config.size}x{config.size}, {config.epochs} epochs on "
         f"{train_data.num_examples:,} training images (same order in every backend), "
-        f"test accuracy on {count:,} test images; {config.optimizer}, lr {config.lr:g}, "
+        f"test accuracy on {test_data.num_examples:,} test images; {config.optimizer}, lr {config.lr:g}, "
         f"batch {config.batch_size}, seed {config.seed}.",
         "",
         "## Results",
