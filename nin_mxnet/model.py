@@ -53,8 +53,8 @@ def _layer(layer) -> nn.HybridBlock:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0, 
-              ctx: mx.Context | None = None, **overrides) -> nn.HybridSequential:
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0, ctx: mx.Context | None = None,
+              **overrides) -> nn.HybridSequential:
     """The spec's network (NiN by default), hybridized, with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or

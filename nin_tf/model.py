@@ -76,8 +76,7 @@ def _layer(layer, name: str) -> layers.Layer:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0,
-              **overrides) -> keras.Sequential:
+def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> keras.Sequential:
     """The spec's network (NiN by default) with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
