@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import sys
 from types import ModuleType
 
 # name -> (package, framework module it needs, pip extra)
@@ -34,15 +35,26 @@ def is_installed(name: str) -> bool:
 
 
 def load_backend(name: str) -> ModuleType:
-    """Import and return the backend package (`nin_torch`, ...) for `name`."""
+    """Import and return the backend package (`nin_torch`, ...) for `name`.
+
+    A framework that is missing, or installed but failing to import (MXNet 1.9 with NumPy
+    >= 1.24 raises AttributeError), is a :class:`BackendUnavailable`; an error in the backend
+    package's own code is not hidden behind it.
+    """
     package, framework, extra = BACKENDS[check_backend_name(name)]
     if not is_installed(name):
         raise BackendUnavailable(f"backend {name!r} needs {framework}, which is not installed; "
                                  f"run `make setup` or pip install 'nin-reference[{extra}]'")
-    try:
-        return importlib.import_module(package)
-    except ImportError as error:
-        raise BackendUnavailable(f"backend {name!r}: importing {framework} failed: {error}") from None
+    if package not in sys.modules:
+        try:
+            importlib.import_module(framework)
+        except Exception as error:  # frameworks fail in many ways (ImportError, AttributeError, OSError)
+            first = (str(error).strip().splitlines() or [""])[0][:200]
+            raise BackendUnavailable(
+                f"backend {name!r}: {framework} is installed but fails to import "
+                f"({type(error).__name__}: {first}); reinstall with `make setup`, whose "
+                "constraints.txt pins versions that work together") from None
+    return importlib.import_module(package)
 
 
 def installed_backends() -> list[str]:

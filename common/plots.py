@@ -8,7 +8,7 @@ from typing import Sequence
 import numpy as np
 
 from .data import CLASS_NAMES
-from .training import EpochMetrics
+from .training import EpochMetrics, StepMetrics
 
 BACKEND_COLORS = {"torch": "tab:red", "mxnet": "tab:blue", "tf": "tab:orange"}
 
@@ -31,26 +31,27 @@ def _save(plt, figure, path: str | Path, title: str) -> Path:
     return path
 
 
-def plot_curves(histories: dict[str, Sequence[EpochMetrics]], path: str | Path,
-                title: str = "") -> Path:
-    """Train loss, train accuracy and test accuracy per epoch, overlaying the backends."""
+def plot_curves(runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetrics]]],
+                path: str | Path, title: str = "") -> Path:
+    """Train loss and accuracy every few steps (fractional epochs, as the book's animator
+    draws them) and test accuracy after each epoch, one line per backend."""
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
-    panels = [("train loss", "train_loss"), ("train accuracy", "train_accuracy"),
-              ("test accuracy", "test_accuracy")]
-    for axis, (label, field) in zip(axes, panels):
-        for backend, history in histories.items():
-            epochs = [metrics.epoch for metrics in history]
-            values = [getattr(metrics, field) for metrics in history]
-            if any(value is None for value in values):
-                continue
-            axis.plot(epochs, values, marker="o", label=backend,
-                      color=BACKEND_COLORS.get(backend))
+    for backend, (points, history) in runs.items():
+        color = BACKEND_COLORS.get(backend)
+        epochs = [point.epoch for point in points]
+        axes[0].plot(epochs, [point.train_loss for point in points], color=color, label=backend)
+        axes[1].plot(epochs, [point.train_accuracy for point in points], color=color,
+                     label=backend)
+        scored = [metrics for metrics in history if metrics.test_accuracy is not None]
+        axes[2].plot([metrics.epoch for metrics in scored],
+                     [metrics.test_accuracy for metrics in scored], marker="o", color=color,
+                     label=backend)
+    for axis, label in zip(axes, ("train loss", "train accuracy", "test accuracy")):
         axis.set_xlabel("epoch")
         axis.set_title(label)
         axis.grid(alpha=0.3)
-        if len(epochs) < 12:
-            axis.set_xticks(epochs)
+        axis.set_xlim(left=0)
     axes[0].legend()
     return _save(plt, figure, path, title)
 
@@ -74,3 +75,27 @@ def plot_predictions(images: np.ndarray, labels: np.ndarray, predicted: np.ndarr
         axis.set_title(f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}",
                        fontsize=7, color="black" if right else "red")
     return _save(plt, figure, path, title)
+
+
+def plot_sweep(accuracies: dict[tuple[str, str], np.ndarray], variants: Sequence[str],
+               backends: Sequence[str], path: str | Path, title: str = "") -> Path:
+    """Test accuracy of every seed as a dot, per (variant, backend), with the mean as a bar."""
+    plt = _pyplot()
+    figure, axis = plt.subplots(figsize=(max(5.0, 1.1 * len(variants) * len(backends) + 1.5), 4),
+                                constrained_layout=True)
+    positions, labels = [], []
+    for group, variant in enumerate(variants):
+        for index, backend in enumerate(backends):
+            x = group * (len(backends) + 1) + index
+            values = accuracies.get((variant, backend))
+            positions.append(x)
+            labels.append(f"{backend}\n{variant}" if len(variants) > 1 else backend)
+            if values is None or len(values) == 0:
+                continue
+            jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+            axis.scatter(x + jitter, values, color=BACKEND_COLORS.get(backend), zorder=3, s=22)
+            axis.hlines(np.mean(values), x - 0.3, x + 0.3, color="black", zorder=4)
+    axis.set_xticks(positions, labels, fontsize=8)
+    axis.set_ylabel("test accuracy")
+    axis.grid(axis="y", alpha=0.3)
+    return _save(plt, figure, path, title or "Test accuracy per seed (bar: mean)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Iterable, Sequence
 
 
@@ -17,12 +18,27 @@ def _cell(value) -> str:
     return str(value)
 
 
+_NUMBER = re.compile(r"^[-+]?[\d,]*\.?\d+(e[-+]?\d+)?%?$")
+
+
+def accuracy_text(value: float | None) -> str:
+    """Every accuracy in every table and log line, with the same four decimals."""
+    return "-" if value is None else f"{value:.4f}"
+
+
+def _is_number(value) -> bool:
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float)) or (isinstance(value, str) and bool(_NUMBER.match(value)))
+
+
 def format_table(headers: Sequence[str], rows: Iterable[Sequence], *, markdown: bool = False) -> str:
-    """Align `rows` under `headers`; numbers right-aligned with thousands separators."""
+    """Align `rows` under `headers`; numbers (and number-like text such as
+    :func:`accuracy_text`) right-aligned, integers with thousands separators."""
     rows = [list(row) for row in rows]
     cells = [[_cell(value) for value in row] for row in rows]
-    numeric = [all(isinstance(row[i], (int, float)) and not isinstance(row[i], bool)
-                   for row in rows if i < len(row)) and bool(rows) for i in range(len(headers))]
+    numeric = [all(_is_number(row[i]) for row in rows if i < len(row)) and bool(rows)
+               for i in range(len(headers))]
     widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
 
     def line(values):

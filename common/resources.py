@@ -320,12 +320,15 @@ def _trace(spec: Spec, input_shape: tuple[int, ...], *, training: bool,
     current = new("input", "input batch", input_shape)
     for name, layer, out in zip(spec.layer_names(), spec.layers, layer_shapes(spec, input_shape)):
         if isinstance(layer, ConvBlock):
-            for index, conv_shape in enumerate(conv_shapes(layer, current.shape), start=1):
+            for index, (conv, conv_shape) in enumerate(
+                    zip(layer.convs, conv_shapes(layer, current.shape)), start=1):
                 conv_out = new(name, f"conv{index} output", conv_shape)
                 ops.append(_Op(name, f"conv{index}", current, conv_out, (current,)))
-                relu_out = new(name, f"relu{index} output", conv_shape)
-                ops.append(_Op(name, f"relu{index}", conv_out, relu_out, (relu_out,)))
-                current = relu_out
+                current = conv_out
+                if conv.relu:
+                    relu_out = new(name, f"relu{index} output", conv_shape)
+                    ops.append(_Op(name, f"relu{index}", conv_out, relu_out, (relu_out,)))
+                    current = relu_out
         elif isinstance(layer, MaxPool):
             output = new(name, "output", out.output_shape)
             saved = (current, new(name, "indices", out.output_shape, "int64")) if training else ()

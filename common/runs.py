@@ -1,8 +1,9 @@
-"""Training runs and the cross-framework comparison, with the files they leave behind.
+"""A training run and the folder it leaves behind.
 
-A run folder holds ``metrics.jsonl`` (one line per epoch, written as it happens),
-``curves.png``, ``weights.npz`` (the interchange format), the framework's native weights and
-``summary.json``. ``nin compare`` adds one such folder per backend plus ``report.md``.
+A run folder holds ``config.json`` (written first), ``metrics.jsonl`` (a line every few steps
+and one per epoch, written as it happens), ``checkpoints/`` (the newest complete checkpoint,
+:mod:`common.checkpoint`), and when the run is complete ``curves.png``, ``weights.npz`` (the
+interchange format), the framework's native weights and ``summary.json``.
 """
 
 from __future__ import annotations
@@ -10,71 +11,71 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
+from typing import Callable
 
-from . import plots, resources, shapes
+import numpy as np
+
+from . import plots
 from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .data import DataLoader, load_data
-from .report import format_table
-from .spec import Spec, make_spec
-from .training import EpochMetrics, Recipe, accuracy
+from .checkpoint import Checkpoint, atomic_write, save_checkpoint
+from .config import RunConfig
+from .data import CLASS_NAMES, DataLoader
+from .training import EpochMetrics, StepMetrics, TrainingState, predict_classes
+
+SUMMARY = "summary.json"
+CONFIG = "config.json"
+METRICS = "metrics.jsonl"
 
 
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that defines a training run; the same for every backend in a comparison."""
+def default_run_dir(kind: str) -> Path:
+    return Path("runs") / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
-    model: str = "nin"
-    spec_options: dict = field(default_factory=dict)
-    epochs: int = 2
-    batch_size: int = 128
-    size: int = 67
-    optimizer: str = "adam"
-    lr: float = 2e-3
-    seed: int = 0
-    train_limit: int | None = 30_000
-    test_limit: int | None = 2_000
-    data_dir: str | None = None
 
-    def spec(self) -> Spec:
-        return make_spec(self.model, **self.spec_options)
+def check_new_run_dir(out: str | Path) -> Path:
+    """That `out` can become a new run folder: empty or absent, creatable, writable.
 
-    def recipe(self) -> Recipe:
-        return Recipe(optimizer=self.optimizer, lr=self.lr)
+    Nothing is created; call before any work so that a bad --out fails at once.
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{out} exists and is not a folder; choose another --out")
+    if out.is_dir() and any(out.iterdir()):
+        raise ValueError(f"{out} already exists and is not empty; choose another --out "
+                         "(nothing is overwritten)")
+    check_writable_parent(out)
+    return out
 
-    def check(self) -> None:
-        """Fail on a bad configuration before any data is read or framework imported."""
-        self.recipe()
-        spec = self.spec()
-        if spec.in_channels != 1 or spec.num_classes != 10:
-            raise ValueError("Fashion-MNIST has 1 input channel and 10 classes; "
-                             f"{spec.describe()} cannot be trained on it")
-        shapes.check_input_shape(spec, (1, 1, self.size, self.size))
-        if self.epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
 
-    def loaders(self) -> tuple[DataLoader, DataLoader]:
-        return load_data(self.batch_size, self.size, seed=self.seed, train_limit=self.train_limit,
-                         test_limit=self.test_limit, data_dir=self.data_dir)
+def check_writable_parent(path: Path) -> None:
+    """That `path` (a file or folder to create) could be created: its nearest existing
+    ancestor is a writable folder."""
+    ancestor = Path(path).absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise ValueError(f"cannot create {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise ValueError(f"cannot create {path}: {ancestor} is not writable")
 
 
 def new_run_dir(out: str | Path | None, kind: str) -> Path:
-    """`out`, which must not hold anything yet, or a fresh ``runs/<kind>-<time>``."""
-    if out is None:
-        out = Path("runs") / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
-    out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ValueError(f"{out} already exists and is not empty; choose another --out "
-                         "(nothing is overwritten)")
-    out.mkdir(parents=True, exist_ok=True)
+    """`out` (checked by :func:`check_new_run_dir`) or ``runs/<kind>-<time>``, created."""
+    out = check_new_run_dir(default_run_dir(kind) if out is None else out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"cannot create {out}: {error.strerror}") from None
     return out
 
 
 def machine_description() -> str:
-    return f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, Python {platform.python_version()}"
+    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
+            f"Python {platform.python_version()}")
 
 
 @dataclass
@@ -82,36 +83,101 @@ class RunResult:
     backend: str
     net: object
     history: list[EpochMetrics]
+    points: list[StepMetrics]
     summary: dict
     directory: Path
 
 
+def read_summary(run_dir: Path) -> dict | None:
+    """The summary of a complete run folder, or None."""
+    try:
+        return json.loads((Path(run_dir) / SUMMARY).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, data) -> None:
+    atomic_write(path, lambda temporary: temporary.write_text(json.dumps(data, indent=2) + "\n"))
+
+
+def _rewrite_metrics(path: Path, state: TrainingState) -> None:
+    """metrics.jsonl as of `state` (a resumed run drops lines written after its checkpoint)."""
+    text = "".join(json.dumps(record) + "\n" for record in _interleave(state))
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+
+
+def _interleave(state: TrainingState) -> list[dict]:
+    """Step points and epoch records in the order they were written."""
+    records, epochs = [], iter(state.history)
+    upcoming = next(epochs, None)
+    for point in state.points:
+        records.append(point.to_dict())
+        if upcoming is not None and point.epoch >= upcoming.epoch:
+            records.append(upcoming.to_dict())
+            upcoming = next(epochs, None)
+    while upcoming is not None:
+        records.append(upcoming.to_dict())
+        upcoming = next(epochs, None)
+    return records
+
+
 def train_run(backend_name: str, config: RunConfig, out: Path, *,
+              resume: Checkpoint | None = None,
               loaders: tuple[DataLoader, DataLoader] | None = None,
+              checkpoint_every: int | None = None,
+              stop_requested: Callable[[], str | None] | None = None,
               progress: bool | None = None, log=print) -> RunResult:
-    """Train one backend as `config` says and write the run folder `out`."""
+    """Train one backend as `config` says in the run folder `out`, or continue `resume`.
+
+    A checkpoint is written after every epoch, every `checkpoint_every` steps and before a
+    requested stop (which raises :class:`common.training.TrainingStopped`).
+    """
     backend = load_backend(backend_name)
     train_data, test_data = loaders or config.loaders()
     spec = config.spec()
     net = backend.build_nin(spec, seed=config.seed)
-    trainer = backend.Trainer(net, config.recipe(), seed=config.seed)
+    trainer = backend.Trainer(net, config.recipe, seed=config.seed)
     out.mkdir(parents=True, exist_ok=True)
-    metrics_path = out / "metrics.jsonl"
+    metrics_path = out / METRICS
+    state = None
+    if resume is not None:
+        backend.set_weights(net, resume.weights)
+        trainer.load_optimizer_state(resume.optimizer)
+        state = resume.state
+        _rewrite_metrics(metrics_path, state)
+        log(f"  {backend_name:6} resuming from the {resume.describe()}")
+    else:
+        metrics_path.write_text("")
+    _write_json(out / CONFIG, {"backend": backend_name, "config": config.to_dict()})
+
+    def append(record: dict) -> None:
+        with open(metrics_path, "a") as file:
+            file.write(json.dumps(record) + "\n")
 
     def on_epoch(metrics: EpochMetrics) -> None:
-        with open(metrics_path, "a") as file:
-            file.write(json.dumps(metrics.to_dict()) + "\n")
+        append(metrics.to_dict())
         log(f"  {backend_name:6} epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
-            f"train acc {metrics.train_accuracy:.3f}, test acc {metrics.test_accuracy:.3f}, "
+            f"train acc {metrics.train_accuracy:.4f}, test acc {metrics.test_accuracy:.4f}, "
             f"{metrics.examples_per_second:.0f} examples/s")
 
     start = time.perf_counter()
-    history = trainer.fit(train_data, test_data, epochs=config.epochs, progress=progress,
-                          on_epoch=on_epoch)
+    history = trainer.fit(
+        train_data, test_data, epochs=config.epochs, progress=progress, state=state,
+        checkpoint=lambda current: save_checkpoint(out, backend, trainer, config, current),
+        checkpoint_every=checkpoint_every, stop_requested=stop_requested,
+        on_point=lambda point: append(point.to_dict()), on_epoch=on_epoch)
     seconds = time.perf_counter() - start
-    backend.export_weights(net, out / "weights.npz")
+    final_state = trainer.state
+    if trainer.test_predictions is not None:
+        predicted, labels = trainer.test_predictions, test_data.labels
+    else:  # resumed after the last epoch's checkpoint: nothing was scored in this process
+        predicted, labels = predict_classes(trainer.predict, test_data.epoch())
+    per_class = [float((predicted[labels == label] == label).mean())
+                 for label in range(len(CLASS_NAMES))]
+    backend.export_weights(net, out / "weights.npz",
+                           input={"size": config.size, "standardize": config.recipe.standardize})
     native = backend.save_native(net, out / f"model{backend.NATIVE_SUFFIX}")
-    plots.plot_curves({backend_name: history}, out / "curves.png",
+    plots.plot_curves({backend_name: (final_state.points, history)}, out / "curves.png",
                       title=f"{spec.describe()} in {FRAMEWORK_LABELS[backend_name]}")
     summary = {
         "backend": backend_name,
@@ -119,136 +185,72 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
         "versions": framework_versions(backend_name),
         "device": trainer.device,
         "machine": machine_description(),
-        "config": asdict(config),
+        "config": config.to_dict(),
         "spec": spec.to_dict(),
         "final": history[-1].to_dict(),
-        "train_seconds": seconds,
+        "test_accuracy": float((predicted == labels).mean()),
+        "per_class_accuracy": per_class,
+        "classes_never_predicted": [CLASS_NAMES[label] for label in range(len(CLASS_NAMES))
+                                    if not np.any(predicted == label)],
+        "train_seconds": seconds + (resume.state.epoch_seconds if resume else 0.0),
+        "resumed": resume is not None,
         "native_weights": native.name,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return RunResult(backend_name, net, history, summary, out)
+    _write_json(out / SUMMARY, summary)
+    return RunResult(backend_name, net, history, final_state.points, summary, out)
 
 
-def shape_rows(spec: Spec, input_shape: tuple[int, ...], backends: list[str]):
-    """Rows of layer name, analytic shape and each backend's shape, plus whether all agree."""
-    columns = [shapes.layer_shapes(spec, input_shape)]
-    for name in backends:
-        backend = load_backend(name)
-        columns.append(backend.layer_shapes(backend.build_nin(spec), input_shape))
-    rows = []
-    for index, reference in enumerate(columns[0]):
-        values = [column[index].output_shape if index < len(column) else "missing"
-                  for column in columns]
-        names = {column[index].name for column in columns if index < len(column)}
-        rows.append([reference.name, *values, len(set(values)) == 1 and len(names) == 1])
-    return rows
+def load_run(run_dir: Path) -> tuple[str, RunConfig]:
+    """(backend, config) recorded in a run folder's config.json."""
+    path = Path(run_dir) / CONFIG
+    try:
+        data = json.loads(path.read_text())
+        return str(data["backend"]), RunConfig.from_dict(data["config"])
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise ValueError(f"{run_dir} is not a nin run folder ({CONFIG}: {error})") from None
 
 
-def param_rows(spec: Spec, backends: list[str]):
-    analytic = shapes.layer_params(spec)
-    counts = []
-    for name in backends:
-        backend = load_backend(name)
-        counts.append(backend.params_by_layer(backend.build_nin(spec)))
-    rows = []
-    for layer in analytic:
-        values = [layer.total] + [count.get(layer.name, "missing") for count in counts]
-        rows.append([layer.name, *values, len(set(values)) == 1])
-    totals = [sum(layer.total for layer in analytic)] + [sum(count.values()) for count in counts]
-    rows.append(["total", *totals, len(set(totals)) == 1])
-    return rows
+def clear_run_dir(run_dir: Path) -> None:
+    """Empty an unfinished run folder that has no checkpoint, to start it again."""
+    for entry in Path(run_dir).iterdir():
+        if entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
 
 
-def compare(config: RunConfig, backends: list[str], out: Path, *,
-            progress: bool | None = None, log=print) -> Path:
-    """The parity run: the same spec, data order, seed and recipe in every backend."""
-    spec = config.spec()
-    train_data, test_data = config.loaders()
-    headers = ["layer", "analytic", *backends, "agree"]
-    shape_table = format_table(headers, shape_rows(spec, (1, 1, config.size, config.size), backends),
-                               markdown=True)
-    param_table = format_table(headers, param_rows(spec, backends), markdown=True)
-    log(f"Training {spec.describe()} in {', '.join(backends)}: {config.epochs} epochs, "
-        f"{train_data.num_examples} training images at {config.size}x{config.size}, "
-        f"{config.optimizer} lr {config.lr:g}, batch {config.batch_size}, "
-        f"seed {config.seed}")
+def load_result(run_dir: Path) -> RunResult:
+    """A complete run read back from its folder (no network is built)."""
+    run_dir = Path(run_dir)
+    summary = read_summary(run_dir)
+    if summary is None:
+        raise ValueError(f"{run_dir} holds no finished run ({SUMMARY} is missing)")
+    history, points = [], []
+    for line in (run_dir / METRICS).read_text().splitlines():
+        record = json.loads(line)
+        kind = record.pop("kind")
+        (history if kind == "epoch" else points).append(
+            EpochMetrics(**record) if kind == "epoch" else StepMetrics(**record))
+    return RunResult(summary["backend"], None, history, points, summary, run_dir)
 
-    results = {}
-    for name in backends:
-        results[name] = train_run(name, config, out / name, loaders=(train_data, test_data),
-                                  progress=progress, log=log)
-    plots.plot_curves({name: result.history for name, result in results.items()},
-                      out / "curves.png", title=f"{spec.describe()} on Fashion-MNIST, "
-                      f"{config.size}x{config.size}, {config.optimizer} lr {config.lr:g}")
 
-    # Every trained model, moved through the interchange format, scored by every framework.
-    cross = []
-    for source, result in results.items():
-        row = [source]
-        for target in backends:
-            backend = load_backend(target)
-            net = backend.build_nin(spec)
-            backend.import_weights(net, result.directory / "weights.npz")
-            row.append(accuracy(lambda images: backend.predict_logits(net, images),
-                                test_data.epoch()))
-        cross.append(row)
+def ensure_run(backend_name: str, config: RunConfig, out: Path, **options) -> RunResult:
+    """A complete run of `config` in `out`: the finished one if there is one, else the
+    interrupted one continued from its checkpoint, else a new one (`options` go to
+    :func:`train_run`)."""
+    from .checkpoint import check_resumable, checkpoint_folders, latest_checkpoint
 
-    final_rows = []
-    for name, result in results.items():
-        final = result.history[-1]
-        final_rows.append([FRAMEWORK_LABELS[name], result.summary["device"], final.train_loss,
-                           final.train_accuracy, final.test_accuracy,
-                           round(final.examples_per_second), round(result.summary["train_seconds"], 1)])
-    accuracies = [result.history[-1].test_accuracy for result in results.values()]
-
-    report = [
-        f"# NiN in {len(backends)} frameworks: parity report",
-        "",
-        f"{datetime.now():%Y-%m-%d %H:%M}, {machine_description()}.",
-        "",
-        f"Model {spec.describe()}, input {config.size}x{config.size}, {config.epochs} epochs on "
-        f"{train_data.num_examples:,} training images (same order in every backend), "
-        f"test accuracy on {test_data.num_examples:,} test images; {config.optimizer}, lr {config.lr:g}, "
-        f"batch {config.batch_size}, seed {config.seed}.",
-        "",
-        "## Results",
-        "",
-        format_table(["framework", "device", "train loss", "train acc", "test acc",
-                      "examples/s", "seconds"], final_rows, markdown=True),
-        "",
-        f"Largest test-accuracy gap between frameworks: {max(accuracies) - min(accuracies):.4f}.",
-        "",
-        "![training curves](curves.png)",
-        "",
-        "## Trained in one framework, evaluated in another",
-        "",
-        "Rows: where the model was trained; columns: the framework that ran it after moving the "
-        "weights through `weights.npz`. Equal rows mean the frameworks compute the same function.",
-        "",
-        format_table(["trained in", *backends], cross, markdown=True),
-        "",
-        f"## Layer shapes at {config.size}x{config.size} (NCHW)",
-        "",
-        shape_table,
-        "",
-        "## Parameters",
-        "",
-        param_table,
-        "",
-        "## NiN vs AlexNet (224x224, batch 128, float32, SGD)",
-        "",
-        resources.compare_models(("nin", "alexnet"), 224, 128, markdown=True),
-        "",
-        "## Versions",
-        "",
-        *[f"- {FRAMEWORK_LABELS[name]}: " + ", ".join(f"{key} {value}" for key, value in
-                                                     result.summary["versions"].items())
-          for name, result in results.items()],
-        "",
-    ]
-    (out / "report.md").write_text("\n".join(report))
-    summary = {"config": asdict(config), "machine": machine_description(),
-               "backends": {name: result.summary for name, result in results.items()},
-               "cross_accuracy": {row[0]: dict(zip(backends, row[1:])) for row in cross}}
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return out / "report.md"
+    out = Path(out)
+    finished = read_summary(out)
+    if finished is not None:
+        if finished.get("backend") != backend_name or \
+                RunConfig.from_dict(finished["config"]).differences(config):
+            raise ValueError(f"{out} holds a finished run of other settings; use another folder")
+        return load_result(out)
+    if checkpoint_folders(out):
+        checkpoint = latest_checkpoint(out)
+        check_resumable(checkpoint, backend=backend_name, config=config)
+        return train_run(backend_name, config, out, resume=checkpoint, **options)
+    if out.exists():
+        clear_run_dir(out)  # started, but stopped before its first checkpoint
+    return train_run(backend_name, config, out, **options)

@@ -11,18 +11,19 @@ framework (shapes, parameters, FLOPs, memory) is computed from it in :mod:`commo
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Union
 
 
 @dataclass(frozen=True)
 class Conv:
-    """A 2-D convolution followed by ReLU (every convolution in NiN and AlexNet has one)."""
+    """A 2-D convolution, followed by ReLU unless `relu` is False (only a linear NiN head)."""
 
     out_channels: int
     kernel_size: int
     stride: int = 1
     padding: int = 0
+    relu: bool = True
 
 
 @dataclass(frozen=True)
@@ -138,17 +139,59 @@ def _layer_to_dict(layer: Layer) -> dict:
 _LAYER_TYPES = {cls.__name__: cls for cls in (MaxPool, Dropout, GlobalAvgPool, Flatten, Dense)}
 
 
+# Bounds on what a spec read from a file may say: generous for any NiN or AlexNet, and small
+# enough that no arithmetic on it (shapes, the smallest input) can run away.
+_LIMITS = {"out_channels": (1, 1 << 16), "kernel_size": (1, 64), "stride": (1, 64),
+           "padding": (0, 64), "units": (1, 1 << 16), "in_channels": (1, 1 << 10),
+           "num_classes": (1, 1 << 16), "input_size": (1, 8192)}
+
+
 def spec_from_dict(data: dict) -> Spec:
+    """The inverse of :meth:`Spec.to_dict`; a ValueError for anything that is not a sane spec
+    (it may come from a damaged or hostile file)."""
+    if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
+        raise ValueError("a spec is a dict with a list of layers")
+    if not isinstance(data.get("name"), str) or len(data["layers"]) > 256:
+        raise ValueError("a spec needs a name and at most 256 layers")
     layers = []
     for item in data["layers"]:
+        if not isinstance(item, dict):
+            raise ValueError(f"a layer is a dict, got {item!r:.60}")
         item = dict(item)
-        kind = item.pop("type")
+        kind = item.pop("type", None)
         if kind == "ConvBlock":
-            layers.append(ConvBlock(tuple(Conv(**conv) for conv in item["convs"]), item["kind"]))
+            convs = item.get("convs")
+            if not isinstance(convs, list) or not 1 <= len(convs) <= 16:
+                raise ValueError("a ConvBlock holds 1 to 16 convolutions")
+            layers.append(ConvBlock(tuple(Conv(**_checked(conv)) for conv in convs),
+                                    str(item.get("kind", "nin_block"))))
+        elif kind in _LAYER_TYPES:
+            layers.append(_LAYER_TYPES[kind](**_checked(item)))
         else:
-            layers.append(_LAYER_TYPES[kind](**item))
-    return Spec(data["name"], data["in_channels"], data["num_classes"], tuple(layers),
-                data["input_size"], dict(data.get("options", {})))
+            raise ValueError(f"unknown layer type {kind!r}")
+    top = _checked({key: data.get(key) for key in ("in_channels", "num_classes", "input_size")})
+    options = data.get("options", {})
+    if not isinstance(options, dict):
+        raise ValueError("spec options must be a dict")
+    return Spec(data["name"], top["in_channels"], top["num_classes"], tuple(layers),
+                top["input_size"], dict(options))
+
+
+def _checked(fields: dict) -> dict:
+    if not isinstance(fields, dict):
+        raise ValueError(f"expected a dict of layer fields, got {fields!r:.60}")
+    for key, value in fields.items():
+        if key in _LIMITS:
+            low, high = _LIMITS[key]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{key} must be a whole number in {low}..{high}, got {value!r:.40}")
+        elif key == "rate":
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise ValueError(f"rate must be in [0, 1), got {value!r:.40}")
+        elif key == "relu":
+            if not isinstance(value, bool):
+                raise ValueError(f"relu must be true or false, got {value!r:.40}")
+    return fields
 
 
 # The book's blocks: (out_channels, kernel_size, stride, padding); the last one's width is the
@@ -157,34 +200,48 @@ NIN_BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (None, 3, 1, 1))
 
 
 def nin_block_convs(out_channels: int, kernel_size: int, stride: int, padding: int,
-                    num_1x1: int = 2) -> tuple[Conv, ...]:
-    """One spatial convolution, then `num_1x1` 1x1 convolutions ("the MLP layer")."""
-    return (Conv(out_channels, kernel_size, stride, padding),
-            *(Conv(out_channels, 1) for _ in range(num_1x1)))
+                    num_1x1: int = 2, final_relu: bool = True) -> tuple[Conv, ...]:
+    """One spatial convolution, then `num_1x1` 1x1 convolutions ("the MLP layer").
+
+    `final_relu=False` leaves the block's last convolution linear.
+    """
+    convs = (Conv(out_channels, kernel_size, stride, padding),
+             *(Conv(out_channels, 1) for _ in range(num_1x1)))
+    if not final_relu:
+        convs = (*convs[:-1], replace(convs[-1], relu=False))
+    return convs
 
 
 def nin_spec(*, in_channels: int = 1, num_classes: int = 10, num_1x1: int = 2,
-             dropout: float = 0.5, input_size: int = 224) -> Spec:
-    """The book's Fashion-MNIST NiN (d2l 7.3), with the chapter's exercises as options."""
+             dropout: float = 0.5, final_relu: bool = True, input_size: int = 224) -> Spec:
+    """The book's Fashion-MNIST NiN (d2l 7.3), with the chapter's exercises as options.
+
+    `final_relu=False` gives the linear head: the class maps that global average pooling
+    turns into logits are the last convolution's output, not its ReLU. A ReLU there lets a
+    class map that is <= 0 on every image stop receiving gradient, and that class is then
+    never predicted (docs/training.md measures it). Same shapes, same parameters.
+    """
     _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
     if num_1x1 < 0:
         raise ValueError(f"num_1x1 must be >= 0, got {num_1x1}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
+    if not isinstance(final_relu, bool):
+        raise ValueError(f"final_relu must be True or False, got {final_relu!r}")
     layers: list[Layer] = []
     for index, (width, kernel, stride, padding) in enumerate(NIN_BLOCKS):
         last = index == len(NIN_BLOCKS) - 1
         if last:
             # Dropout sits between the third pool and the classifier block, as in the book.
             layers.append(Dropout(dropout))
-        layers.append(ConvBlock(nin_block_convs(num_classes if last else width,
-                                                kernel, stride, padding, num_1x1)))
+        layers.append(ConvBlock(nin_block_convs(num_classes if last else width, kernel, stride,
+                                                padding, num_1x1, final_relu or not last)))
         if not last:
             # Pooling is outside the block, as the book has it, so a block is only convolutions.
             layers.append(MaxPool(3, 2))
     layers += [GlobalAvgPool(), Flatten()]
     options = dict(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
-                   dropout=dropout, input_size=input_size)
+                   dropout=dropout, final_relu=final_relu, input_size=input_size)
     return Spec("nin", in_channels, num_classes, tuple(layers), input_size, options)
 
 

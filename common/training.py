@@ -1,31 +1,44 @@
-"""One training loop for every backend: epochs, metrics, progress bar and the NaN guard.
+"""One training loop for every backend: the recipe, the schedule, metrics, the NaN guard,
+checkpoints and clean stops.
 
 A backend subclasses :class:`Trainer` and implements only what its framework does differently:
-seeding, one optimisation step and inference. Everything a user compares across frameworks
-(what is averaged, when accuracy is measured, how time is counted) is therefore defined once.
+one optimisation step, setting the learning rate, seeding dropout, inference and moving the
+optimizer state in and out. Everything a user compares across frameworks (what is averaged,
+when accuracy is measured, which learning rate step t gets, which dropout seed step t uses) is
+therefore defined once, here.
+
+Every random draw of a run is a function of the run seed and a position, never of global
+state: the initial weights of ``seed``, the data order and augmentation of ``(seed, epoch)``
+(:mod:`common.data`) and the dropout masks of ``(seed, step)`` (:func:`dropout_seed`). So
+the same seed is the same run whatever ran before it in the process, and the position in a
+run is all a checkpoint needs to continue it exactly.
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Iterable
 
 import numpy as np
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
+SCHEDULES = ("constant", "cosine")
+# What torch.nn.utils.clip_grad_norm_ adds to the norm; used by every backend.
+CLIP_EPSILON = 1e-6
 
 
 @dataclass(frozen=True)
 class Recipe:
-    """How to train. ``Recipe()`` is this project's default, ``Recipe.book()`` is d2l's.
+    """How each step trains: optimizer, learning-rate schedule, clipping and input treatment.
 
-    Plain SGD at the book's lr 0.1 often leaves NiN at loss ln(10) = 2.303 for epochs: the
-    last block ends in ReLU and Xavier initialisation makes the initial logits tiny (about
-    1e-3), so at the start most class maps are <= 0 on every image ("dead") and get no
-    gradient. Adam's per-parameter step sizes leave that plateau within the first hundred
-    steps; a class map that stays dead caps the accuracy instead (see the README).
+    ``Recipe()`` is plain Adam at a constant rate (the library default); the CLI's presets
+    (:mod:`common.presets`) are the tuned recipes. Every field means the same in every backend:
+    the learning rate of step t is :meth:`learning_rate`, gradients are clipped to a global
+    L2 norm as ``torch.nn.utils.clip_grad_norm_`` does, and weight decay is L2 added to the
+    gradient (PyTorch's and MXNet's ``weight_decay``/``wd``; not Keras's decoupled one).
     """
 
     optimizer: str = "adam"
@@ -34,23 +47,108 @@ class Recipe:
     # The same epsilon everywhere (Keras defaults to 1e-7, PyTorch and MXNet to 1e-8), and in
     # the same place: see nin_torch.train.Trainer._match_keras_adam_epsilon.
     adam_epsilon: float = 1e-8
+    weight_decay: float = 0.0
+    warmup_steps: int = 0        # linear warm-up from lr/warmup_steps to lr
+    schedule: str = "constant"   # after warm-up: "constant" or "cosine" (to 0 at the last step)
+    clip_norm: float = 0.0       # global gradient-norm clipping; 0 is off
+    standardize: bool = False    # inputs to zero mean, unit variance (Fashion-MNIST's statistics)
+    augment: bool = False        # random 28x28 crops of the 2-pixel-padded image, random flips
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
+        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
             raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
+        if not (self.adam_epsilon > 0 and math.isfinite(self.adam_epsilon)):
+            raise ValueError(f"adam_epsilon must be a positive number, got {self.adam_epsilon}")
+        if not (0 <= self.weight_decay < 1):
+            raise ValueError(f"weight decay must be in [0, 1), got {self.weight_decay}")
+        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
+                or self.warmup_steps < 0:
+            raise ValueError(f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+        if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
+            raise ValueError(f"clip norm must be >= 0 (0 is off), got {self.clip_norm}")
 
     @classmethod
     def book(cls) -> "Recipe":
         """d2l 7.3: plain minibatch SGD, learning rate 0.1."""
         return cls(optimizer="sgd", lr=0.1)
 
+    def learning_rate(self, step: int, total_steps: int | None = None) -> float:
+        """The learning rate of optimisation step `step` (0-based) of `total_steps`."""
+        if step < self.warmup_steps:
+            return self.lr * (step + 1) / self.warmup_steps
+        if self.schedule == "constant":
+            return self.lr
+        if total_steps is None:
+            raise ValueError("a cosine schedule needs the run's total number of steps")
+        decay_steps = max(1, total_steps - self.warmup_steps)
+        progress = min(1.0, (step - self.warmup_steps) / decay_steps)
+        return self.lr * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+    def describe(self) -> str:
+        """One line: what differs from plain constant-rate training."""
+        parts = [f"{self.optimizer} lr {self.lr:g}"]
+        if self.optimizer == "momentum":
+            parts.append(f"momentum {self.momentum:g}")
+        if self.warmup_steps:
+            parts.append(f"{self.warmup_steps}-step warm-up")
+        if self.schedule != "constant":
+            parts.append(f"{self.schedule} decay")
+        if self.weight_decay:
+            parts.append(f"weight decay {self.weight_decay:g}")
+        if self.clip_norm:
+            parts.append(f"gradient norm clipped at {self.clip_norm:g}")
+        if self.standardize:
+            parts.append("standardized inputs")
+        if self.augment:
+            parts.append("random crops and flips")
+        return ", ".join(parts)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Recipe":
+        known = {item.name for item in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown recipe field(s): {', '.join(unknown)}")
+        return cls(**data)
+
+
+def dropout_seed(seed: int, step: int) -> int:
+    """The dropout seed of optimisation step `step` of a run seeded `seed` (a 31-bit int)."""
+    return int(np.random.SeedSequence([seed, step, 0xD0]).generate_state(1)[0] & 0x7FFFFFFF)
+
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; training stopped at once."""
+    """The loss or a weight became NaN or infinite; training stopped at once."""
+
+
+class TrainingStopped(Exception):
+    """A stop was requested (SIGINT/SIGTERM) and honoured after a complete step."""
+
+    def __init__(self, reason: str, state: "TrainingState"):
+        super().__init__(reason)
+        self.reason, self.state = reason, state
+
+
+@dataclass(frozen=True)
+class StepMetrics:
+    """Training loss and accuracy averaged over the steps since the previous point."""
+
+    step: int            # optimisation steps done
+    epoch: float         # fractional epoch, as the book's animator plots
+    train_loss: float
+    train_accuracy: float
+
+    def to_dict(self) -> dict:
+        return {"kind": "step", **asdict(self)}
 
 
 @dataclass(frozen=True)
@@ -61,22 +159,101 @@ class EpochMetrics:
     test_accuracy: float | None
     examples_per_second: float
     seconds: float
+    classes_predicted: int | None = None  # distinct classes predicted on the test set
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return {"kind": "epoch", **asdict(self)}
+
+
+@dataclass
+class _Sums:
+    loss: float = 0.0
+    correct: int = 0
+    seen: int = 0
+    steps: int = 0
+
+    def add(self, loss: float, correct: int, count: int) -> None:
+        self.loss += loss * count
+        self.correct += correct
+        self.seen += count
+        self.steps += 1
+
+
+@dataclass
+class TrainingState:
+    """Where a run stands: with the weights and optimizer state, enough to continue exactly.
+
+    `epoch` epochs are complete and `batch` batches of the next one are done. The sums of the
+    unfinished epoch and log interval are kept so that a resumed run reports the same numbers
+    as one that was never stopped (the wall-clock figures aside).
+    """
+
+    epoch: int = 0
+    batch: int = 0
+    step: int = 0
+    epoch_sums: _Sums = field(default_factory=_Sums)
+    point_sums: _Sums = field(default_factory=_Sums)
+    epoch_seconds: float = 0.0
+    history: list[EpochMetrics] = field(default_factory=list)
+    points: list[StepMetrics] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batch, "step": self.step,
+                "epoch_sums": asdict(self.epoch_sums), "point_sums": asdict(self.point_sums),
+                "epoch_seconds": self.epoch_seconds,
+                "history": [asdict(item) for item in self.history],
+                "points": [asdict(item) for item in self.points]}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "TrainingState":
+        """The inverse of :meth:`to_dict`; ValueError/TypeError for anything else."""
+        position = [data["epoch"], data["batch"], data["step"]]
+        if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
+                   for value in position):
+            raise ValueError(f"a position is whole numbers >= 0, got {position!r:.80}")
+        sums = [_Sums(**data[key]) for key in ("epoch_sums", "point_sums")]
+        numbers = [value for item in sums for value in vars(item).values()]
+        numbers.append(data["epoch_seconds"])
+        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in numbers):
+            raise ValueError("the running sums must be finite numbers")
+        return cls(*position, *sums, float(data["epoch_seconds"]),
+                   [EpochMetrics(**item) for item in data["history"]],
+                   [StepMetrics(**item) for item in data["points"]])
 
 
 def accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable) -> float:
     """Fraction of correctly classified examples; `predict` maps images to logits."""
-    correct = total = 0
-    for images, labels in batches:
-        correct += int((predict(images).argmax(axis=1) == labels).sum())
-        total += len(labels)
-    return correct / total
+    predicted, labels = predict_classes(predict, batches)
+    return float((predicted == labels).mean())
+
+
+def predict_classes(predict: Callable[[np.ndarray], np.ndarray],
+                    batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted classes, true labels) over `batches`; `predict` maps images to logits."""
+    predicted, labels = [], []
+    for images, batch_labels in batches:
+        predicted.append(predict(images).argmax(axis=1))
+        labels.append(batch_labels)
+    return np.concatenate(predicted), np.concatenate(labels)
+
+
+@dataclass(frozen=True)
+class OptimizerState:
+    """Optimizer state in canonical names and layouts (those of :mod:`common.weights`).
+
+    `slots` maps a slot name to arrays keyed like the weights: ``"m"`` and ``"v"`` for Adam
+    (first and second moments, as all three frameworks define them), ``"velocity"`` for
+    momentum in Keras's and MXNet's convention (the last update, in weight units:
+    ``v = mu v - lr g; w += v``). `step` is the number of updates taken (Adam's t).
+    """
+
+    optimizer: str
+    step: int
+    slots: dict[str, dict[str, np.ndarray]]
 
 
 class Trainer:
-    """Trains one backend's network; subclasses implement the three framework-specific hooks."""
+    """Trains one backend's network; subclasses implement the framework hooks."""
 
     backend = "?"
 
@@ -84,15 +261,24 @@ class Trainer:
         self.net = net
         self.recipe = recipe or Recipe()
         self.seed = seed
-        self.seed_framework(seed)
+        self.step_count = 0          # optimisation steps taken: the schedule's position
+        self.total_steps: int | None = None
+        self.state: TrainingState | None = None        # of the last fit
+        self.test_predictions: np.ndarray | None = None  # after the last scored epoch
 
     # -- framework hooks -------------------------------------------------------------------
-    def seed_framework(self, seed: int) -> None:
-        """Seed the framework's RNG (dropout masks)."""
+    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        """One optimisation step at the current learning rate: (mean loss, number correct).
+
+        Clipping (``recipe.clip_norm``) and weight decay happen here.
+        """
         raise NotImplementedError
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        """One optimisation step on NCHW float32 `images`: (mean loss, number correct)."""
+    def _set_learning_rate(self, lr: float) -> None:
+        raise NotImplementedError
+
+    def _seed_dropout(self, seed: int) -> None:
+        """Make the next step's dropout masks a function of `seed` alone."""
         raise NotImplementedError
 
     def predict(self, images: np.ndarray) -> np.ndarray:
@@ -105,64 +291,143 @@ class Trainer:
         loss ln(10)."""
         raise NotImplementedError
 
+    def optimizer_state(self) -> OptimizerState:
+        raise NotImplementedError
+
+    def load_optimizer_state(self, state: OptimizerState) -> None:
+        raise NotImplementedError
+
     @property
     def device(self) -> str:
         return "cpu"
 
-    # -- shared loop ---------------------------------------------------------------------
+    # -- shared ----------------------------------------------------------------------------
+    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        """One step with this step's learning rate and dropout seed: (mean loss, correct)."""
+        self._set_learning_rate(self.recipe.learning_rate(self.step_count, self.total_steps))
+        self._seed_dropout(dropout_seed(self.seed, self.step_count))
+        result = self._step(images, labels)
+        self.step_count += 1
+        return result
+
     def evaluate(self, batches: Iterable) -> float:
         return accuracy(self.predict, batches)
 
     def fit(self, train_data, test_data=None, *, epochs: int, progress: bool | None = None,
+            state: TrainingState | None = None, log_every: int | None = None,
+            checkpoint: Callable[[TrainingState], None] | None = None,
+            checkpoint_every: int | None = None,
+            stop_requested: Callable[[], str | None] | None = None,
+            on_point: Callable[[StepMetrics], None] | None = None,
             on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
-        """Train for `epochs` passes over `train_data` (a :class:`common.data.DataLoader`).
+        """Train until `epochs` passes over `train_data` (a :class:`common.data.DataLoader`).
 
-        After each epoch, `test_data` is scored in inference mode. `progress=None` shows a
-        tqdm bar only on a terminal. Raises :class:`TrainingDiverged` on a NaN/inf loss.
+        `state` continues a run (the weights and optimizer state must already be loaded).
+        Every `log_every` steps the interval's mean loss and accuracy become a point; after
+        each epoch `test_data` is scored in inference mode. `checkpoint(state)` is called after
+        every epoch, every `checkpoint_every` steps and before a requested stop
+        (`stop_requested()` returns a reason), which raises :class:`TrainingStopped`.
+        Raises :class:`TrainingDiverged` on a NaN/inf loss or weight, before any checkpoint of
+        that state. `progress=None` shows a tqdm bar only on a terminal.
         """
         from tqdm.auto import tqdm
 
-        if epochs < 1:
-            raise ValueError(f"epochs must be >= 1, got {epochs}")
-        history = []
-        for epoch in range(1, epochs + 1):
-            loss_sum = correct = seen = 0
-            start = time.perf_counter()
-            bar = tqdm(train_data.epoch(epoch - 1), total=len(train_data), leave=False,
-                       desc=f"{self.backend} epoch {epoch}/{epochs}",
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+        # A copy: the caller's state (a loaded checkpoint's, say) may be continued again.
+        state = self.state = copy.deepcopy(state) if state else TrainingState()
+        self.test_predictions = None
+        steps_per_epoch = len(train_data)
+        if state.step != state.epoch * steps_per_epoch + state.batch:
+            raise ValueError("the training state does not fit this data: "
+                             f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
+                             f"of {steps_per_epoch} batches")
+        self.total_steps = epochs * steps_per_epoch
+        self.step_count = state.step
+        log_every = log_every or default_log_every(steps_per_epoch)
+        for epoch in range(state.epoch, epochs):
+            start = time.perf_counter() - state.epoch_seconds
+            bar = tqdm(train_data.epoch(epoch, start_batch=state.batch), total=steps_per_epoch,
+                       initial=state.batch, leave=False,
+                       desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
                        disable=None if progress is None else not progress)
-            for step, (images, labels) in enumerate(bar, start=1):
+            for images, labels in bar:
                 loss, batch_correct = self.train_step(images, labels)
                 problem = (f"loss became {loss}" if not math.isfinite(loss) else
                            None if self.weights_finite() else "weights became NaN or inf")
                 if problem:
                     bar.close()
                     raise TrainingDiverged(
-                        f"{self.backend}: {problem} at epoch {epoch}, step {step} "
+                        f"{self.backend}: {problem} at epoch {epoch + 1}, step {state.batch + 1} "
                         f"({self.recipe.optimizer}, lr {self.recipe.lr:g}); training stopped. "
                         f"Try a lower learning rate, e.g. --lr {self.recipe.lr / 10:g}")
-                loss_sum += loss * len(labels)
-                correct += batch_correct
-                seen += len(labels)
-                bar.set_postfix(loss=f"{loss_sum / seen:.3f}", acc=f"{correct / seen:.3f}")
+                state.batch += 1
+                state.step += 1
+                for sums in (state.epoch_sums, state.point_sums):
+                    sums.add(loss, batch_correct, len(labels))
+                if state.step % log_every == 0 or state.batch == steps_per_epoch:
+                    point = StepMetrics(state.step, epoch + state.batch / steps_per_epoch,
+                                        state.point_sums.loss / state.point_sums.seen,
+                                        state.point_sums.correct / state.point_sums.seen)
+                    state.points.append(point)
+                    state.point_sums = _Sums()
+                    if on_point:
+                        on_point(point)
+                bar.set_postfix(loss=f"{state.epoch_sums.loss / state.epoch_sums.seen:.3f}",
+                                acc=f"{state.epoch_sums.correct / state.epoch_sums.seen:.3f}")
+                if state.batch == steps_per_epoch:
+                    break  # the epoch's end is checkpointed below, after the test score
+                state.epoch_seconds = time.perf_counter() - start
+                reason = stop_requested() if stop_requested else None
+                if checkpoint and (reason or (checkpoint_every and state.step % checkpoint_every == 0)):
+                    checkpoint(state)
+                if reason:
+                    bar.close()
+                    raise TrainingStopped(reason, state)
+            bar.close()
             seconds = time.perf_counter() - start
-            test_accuracy = self.evaluate(test_data.epoch()) if test_data is not None else None
-            metrics = EpochMetrics(epoch, loss_sum / seen, correct / seen, test_accuracy,
-                                   seen / seconds, seconds)
-            history.append(metrics)
+            sums = state.epoch_sums
+            test_accuracy = classes = None
+            if test_data is not None:
+                predicted, labels = predict_classes(self.predict, test_data.epoch())
+                self.test_predictions = predicted
+                test_accuracy = float((predicted == labels).mean())
+                classes = int(len(np.unique(predicted)))
+            metrics = EpochMetrics(epoch + 1, sums.loss / sums.seen, sums.correct / sums.seen,
+                                   test_accuracy, sums.seen / seconds, seconds, classes)
+            state.history.append(metrics)
+            state.epoch, state.batch = epoch + 1, 0
+            state.epoch_sums, state.epoch_seconds = _Sums(), 0.0
             if on_epoch:
                 on_epoch(metrics)
-        return history
+            if checkpoint:
+                checkpoint(state)
+            reason = stop_requested() if stop_requested else None
+            if reason and epoch + 1 < epochs:
+                raise TrainingStopped(reason, state)
+        return state.history
 
     @classmethod
     def train(cls, net, train_data, test_data=None, *, epochs: int, lr: float = 2e-3,
               optimizer: str = "adam", momentum: float = 0.9, seed: int = 0,
-              progress: bool | None = None,
+              recipe: Recipe | None = None, progress: bool | None = None,
               on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
         """Train `net` in place (the book's ``train_ch6``); returns per-epoch metrics.
 
-        The batch size and input size are the data loaders' (``common.data.load_data``).
+        The batch size and input size are the data loaders' (``common.data.load_data``);
+        `recipe` replaces `lr`, `optimizer` and `momentum` when given.
         """
-        trainer = cls(net, Recipe(optimizer=optimizer, lr=lr, momentum=momentum), seed=seed)
+        recipe = recipe or Recipe(optimizer=optimizer, lr=lr, momentum=momentum)
+        trainer = cls(net, recipe, seed=seed)
         return trainer.fit(train_data, test_data, epochs=epochs, progress=progress,
                            on_epoch=on_epoch)
+
+
+def default_log_every(steps_per_epoch: int) -> int:
+    """About ten points per epoch."""
+    return max(1, steps_per_epoch // 10)
+
+
+def with_overrides(recipe: Recipe, **changes) -> Recipe:
+    """`recipe` with the given fields replaced (None means keep)."""
+    return replace(recipe, **{key: value for key, value in changes.items() if value is not None})

@@ -9,7 +9,9 @@ Backends only translate between these arrays and their own layouts.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -121,27 +123,123 @@ class WeightsFile:
     metadata: dict
 
 
+# A JSON header beyond this is not one of ours; reading it whole could exhaust memory.
+MAX_HEADER_BYTES = 1 << 20
+
+
+class NpzReader:
+    """An .npz read defensively: each member's header is checked against the dtype and shape
+    the caller expects, and its declared size against what that shape needs, before any data
+    is read or allocated. Every problem is one `error_type` exception with one line."""
+
+    def __init__(self, path: Path, error_type: type[Exception], what: str):
+        self.path, self.error, self.what = Path(path), error_type, what
+        try:
+            self.zip = zipfile.ZipFile(self.path)
+        except (OSError, zipfile.BadZipFile, ValueError, EOFError) as error:
+            raise self._fail(f"is not {what}: {error}") from None
+        names = self.zip.namelist()
+        if len(names) > 100_000 or not all(name.endswith(".npy") for name in names):
+            self.zip.close()
+            raise self._fail(f"is not {what} (not an .npz of arrays)")
+        self.names = {name.removesuffix(".npy") for name in names}
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.zip.close()
+        return False
+
+    def _fail(self, problem: str) -> Exception:
+        return self.error(" ".join(f"{self.path} {problem}".split())[:400])
+
+    def header(self) -> dict:
+        """The JSON object stored as the 0-d string array ``__header__``."""
+        if "__header__" not in self.names:
+            raise self._fail(f"is not {self.what} (it has no header)")
+        text = self._read("__header__", None, (), MAX_HEADER_BYTES)
+        try:
+            header = json.loads(str(text))
+        except ValueError as error:
+            raise self._fail(f"has a damaged header: {error}") from None
+        if not isinstance(header, dict):
+            raise self._fail(f"is not {self.what} (its header is not an object)")
+        return header
+
+    def array(self, key: str, shape: tuple[int, ...]) -> np.ndarray:
+        """Member `key`, which must be float32 of `shape`."""
+        if key not in self.names:
+            raise self._fail(f"has no array {key}")
+        return self._read(key, np.dtype(np.float32), shape, 4 * math.prod(shape))
+
+    def _read(self, key: str, dtype: np.dtype | None, shape: tuple[int, ...],
+              limit: int) -> np.ndarray:
+        info = self.zip.getinfo(f"{key}.npy")
+        if info.file_size > limit + 4096:  # 4 KiB: the .npy header's own bound
+            raise self._fail(f": {key} declares {info.file_size:,} bytes, more than it can hold")
+        try:
+            with self.zip.open(info) as file:
+                version = np.lib.format.read_magic(file)
+                if version == (1, 0):
+                    found_shape, fortran, found_dtype = np.lib.format.read_array_header_1_0(file)
+                elif version == (2, 0):
+                    found_shape, fortran, found_dtype = np.lib.format.read_array_header_2_0(file)
+                else:
+                    raise ValueError(f"unsupported .npy version {version}")
+                if found_dtype.hasobject:
+                    raise ValueError("object arrays are not read")
+                if dtype is None:  # the header: a 0-d unicode string
+                    if found_dtype.kind != "U" or found_shape != ():
+                        raise ValueError(f"{key} is {found_dtype} {found_shape}, expected text")
+                    dtype = found_dtype
+                elif found_dtype != dtype or tuple(found_shape) != tuple(shape):
+                    raise self._fail(f": {key} is {found_dtype} {tuple(found_shape)}, "
+                                     f"expected {dtype} {tuple(shape)}")
+                size = dtype.itemsize * math.prod(shape)
+                data = file.read(size)
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
+                SyntaxError, TypeError) as error:
+            if isinstance(error, self.error):
+                raise
+            raise self._fail(f"is damaged ({key}: {' '.join(str(error).split())[:120]})") from None
+        if len(data) != size:
+            raise self._fail(f"is truncated ({key} holds {len(data):,} of {size:,} bytes)")
+        array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
+        return np.array(array)  # writeable, C-ordered
+
+
 def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
     """Read a weights file; if `spec` is given, its parameters must be the file's."""
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weights file {path} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            header = json.loads(str(archive["__header__"]))
-            arrays = {key: archive[key] for key in archive.files if key != "__header__"}
-        stored_spec = spec_from_dict(header["spec"])
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as error:
-        raise WeightsError(f"{path} is not a NiN weights file (.npz written by export_weights "
-                           f"or `nin train`): {error}") from None
-    # Only what decides the parameters must match: weights trained with dropout 0.5 load into
-    # a dropout-0 model, and NiN weights fit any input size.
-    if spec is not None and (stored_spec.name != spec.name
-                             or canonical_shapes(stored_spec) != canonical_shapes(spec)):
-        raise WeightsError(f"{path} holds weights for {stored_spec.describe()}, but the model is "
-                           f"{spec.describe()}")
-    check_arrays(stored_spec, arrays, source=str(path))
-    return WeightsFile(stored_spec, arrays, header.get("metadata", {}))
+    what = "a NiN weights file (.npz written by export_weights or `nin train`)"
+    with NpzReader(path, WeightsError, what) as archive:
+        header = archive.header()
+        try:
+            stored_spec = spec_from_dict(header["spec"])
+        except (ValueError, KeyError, TypeError) as error:
+            raise WeightsError(f"{path} is not {what}: bad spec ({error})") from None
+        # Only what decides the parameters must match: weights trained with dropout 0.5 load
+        # into a dropout-0 model, and NiN weights fit any input size.
+        if spec is not None and (stored_spec.name != spec.name
+                                 or canonical_shapes(stored_spec) != canonical_shapes(spec)):
+            raise WeightsError(f"{path} holds weights for {stored_spec.describe()}, but the "
+                               f"model is {spec.describe()}")
+        expected = canonical_shapes(stored_spec)
+        stored = archive.names - {"__header__"}
+        missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
+        if missing or extra:
+            raise WeightsError(f"{path} does not fit {stored_spec.describe()}: "
+                               f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}")
+        arrays = {key: archive.array(key, shape) for key, shape in expected.items()}
+    bad = [key for key, value in arrays.items() if not np.isfinite(value).all()]
+    if bad:
+        raise WeightsError(f"{path}: {bad[0]} holds NaN or infinite values "
+                           f"({len(bad)} array(s) affected)")
+    metadata = header.get("metadata", {})
+    return WeightsFile(stored_spec, arrays, metadata if isinstance(metadata, dict) else {})
 
 
 def dense_to_nhwc(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:

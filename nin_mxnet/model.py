@@ -27,7 +27,7 @@ def conv_block(convs: tuple[Conv, ...]) -> nn.HybridSequential:
     for conv in convs:
         # in_channels is left out: Gluon infers it at the first forward (deferred init).
         block.add(nn.Conv2D(conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            activation="relu"))
+                            activation="relu" if conv.relu else None))
     return block
 
 

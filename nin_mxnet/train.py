@@ -9,6 +9,7 @@ from mxnet import autograd, gluon, nd
 from common import training
 
 from .model import _context, predict_logits
+from .weights import from_canonical, parameter_names, parameters, to_canonical
 
 
 class Trainer(training.Trainer):
@@ -20,22 +21,27 @@ class Trainer(training.Trainer):
         self.ctx = _context(net)
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()  # per example, not averaged
         recipe = self.recipe
+        options = {"learning_rate": recipe.lr, "wd": recipe.weight_decay}
         if recipe.optimizer == "adam":
-            options = {"learning_rate": recipe.lr, "epsilon": recipe.adam_epsilon}
+            options["epsilon"] = recipe.adam_epsilon
         else:
-            momentum = recipe.momentum if recipe.optimizer == "momentum" else 0.0
-            options = {"learning_rate": recipe.lr, "momentum": momentum}
-        self.trainer = gluon.Trainer(net.collect_params(),
+            options["momentum"] = recipe.momentum if recipe.optimizer == "momentum" else 0.0
+        # The Parameters in canonical order, so the updater's index i is parameter_names[i].
+        self._parameters = parameters(net)
+        self.trainer = gluon.Trainer(self._parameters,
                                      "adam" if recipe.optimizer == "adam" else "sgd", options)
-
-    def seed_framework(self, seed: int) -> None:
-        mx.random.seed(seed)
 
     @property
     def device(self) -> str:
         return str(self.ctx)
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    def _seed_dropout(self, seed: int) -> None:
+        mx.random.seed(seed)
+
+    def _set_learning_rate(self, lr: float) -> None:
+        self.trainer.set_learning_rate(lr)
+
+    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         images = nd.array(images, ctx=self.ctx)
         labels = nd.array(labels, ctx=self.ctx, dtype="int64")
         with autograd.record():  # train mode: dropout on
@@ -44,7 +50,14 @@ class Trainer(training.Trainer):
         # backward() of a vector sums the per-example gradients; step(batch_size) divides
         # them by the batch size, which makes the update the mean-loss update of the others.
         losses.backward()
-        self.trainer.step(len(labels))
+        divisor = len(labels)
+        if self.recipe.clip_norm:
+            # Clipping scales the mean gradient, whose norm is the summed gradient's / batch.
+            norm = float(nd.sqrt(nd.add_n(*[(p.grad() ** 2).sum() for p in self._parameters]))
+                         .asscalar()) / len(labels)
+            scale = min(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
+            divisor = len(labels) / scale
+        self.trainer.step(divisor)
         correct = (logits.argmax(axis=1).astype("int64") == labels).sum()
         return float(losses.mean().asscalar()), int(correct.asscalar())
 
@@ -52,8 +65,51 @@ class Trainer(training.Trainer):
         return predict_logits(self.net, images)
 
     def weights_finite(self) -> bool:
-        sums = nd.stack(*[p.data().sum() for p in self.net.collect_params().values()])
+        sums = nd.stack(*[p.data().sum() for p in self._parameters])
         return bool(nd.contrib.isfinite(sums).min().asscalar())
+
+    # -- optimizer state in canonical form --------------------------------------------------
+    # Gluon keeps it in the updater: states[i] is (mean, var) for Adam, the momentum NDArray
+    # for SGD with momentum (None without), and the optimizer counts updates per index.
+    def optimizer_state(self) -> training.OptimizerState:
+        states = self.trainer._updaters[0].states
+        slots: dict[str, dict[str, np.ndarray]] = {}
+        for index, name in enumerate(parameter_names(self.net)):
+            state = states.get(index)
+            if state is None:
+                continue
+            if self.recipe.optimizer == "adam":
+                slots.setdefault("m", {})[name] = state[0].asnumpy()
+                slots.setdefault("v", {})[name] = state[1].asnumpy()
+            elif self.recipe.optimizer == "momentum":
+                slots.setdefault("velocity", {})[name] = state.asnumpy()
+        return training.OptimizerState(self.recipe.optimizer, self.step_count,
+                                       {slot: to_canonical(self.net, arrays)
+                                        for slot, arrays in slots.items()})
+
+    def load_optimizer_state(self, state: training.OptimizerState) -> None:
+        self.step_count = state.step
+        updater, optimizer = self.trainer._updaters[0], self.trainer._optimizer
+        updater.states.clear()
+        updater.states_synced.clear()
+        optimizer._index_update_count.clear()
+        optimizer.num_update = optimizer.begin_num_update = state.step
+        if state.step == 0:
+            return
+        slots = {slot: from_canonical(self.net, arrays) for slot, arrays in state.slots.items()}
+        for index, (name, parameter) in enumerate(zip(parameter_names(self.net),
+                                                      self._parameters)):
+            optimizer._index_update_count[index] = state.step  # Adam's t for bias correction
+            if self.recipe.optimizer == "sgd":
+                continue
+            created = optimizer.create_state_multi_precision(index, parameter.data())
+            if self.recipe.optimizer == "adam":
+                created[0][:] = slots["m"][name]
+                created[1][:] = slots["v"][name]
+            else:
+                created[:] = slots["velocity"][name]
+            updater.states[index] = created
+            updater.states_synced[index] = True
 
 
 train = Trainer.train

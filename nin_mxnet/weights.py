@@ -21,24 +21,42 @@ def _parameter_layers(block: nn.Block) -> list[nn.Block]:
     return [layer for child in block._children.values() for layer in _parameter_layers(child)]
 
 
+def parameters(net: nn.Block) -> list:
+    """The Gluon Parameters in canonical order (each layer's weight, then its bias)."""
+    return [parameter for layer in _parameter_layers(net)
+            for parameter in (layer.weight, layer.bias)]
+
+
+def parameter_names(net: nn.Block) -> list[str]:
+    """Canonical names in :func:`parameters` order."""
+    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
+            for kind in ("weight", "bias")]
+
+
+def to_canonical(net: nn.Block, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays shaped like the parameters (weights, Adam moments, ...) in canonical layout:
+    Gluon's layouts are the canonical ones."""
+    return {name: np.ascontiguousarray(array, np.float32) for name, array in arrays.items()}
+
+
+from_canonical = to_canonical
+
+
 def get_weights(net: nn.Block) -> dict[str, np.ndarray]:
-    arrays = {}
-    for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-        arrays[f"{slot.name}.weight"] = layer.weight.data().asnumpy()
-        arrays[f"{slot.name}.bias"] = layer.bias.data().asnumpy()
-    return arrays
+    return {name: parameter.data().asnumpy()
+            for name, parameter in zip(parameter_names(net), parameters(net))}
 
 
 def set_weights(net: nn.Block, arrays: dict[str, np.ndarray]) -> None:
     interchange.check_arrays(net.spec, arrays)
-    for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-        layer.weight.set_data(mx.nd.array(arrays[f"{slot.name}.weight"]))
-        layer.bias.set_data(mx.nd.array(arrays[f"{slot.name}.bias"]))
+    for name, parameter in zip(parameter_names(net), parameters(net)):
+        parameter.set_data(mx.nd.array(arrays[name]))
 
 
-def export_weights(net: nn.Block, path: str | Path) -> Path:
+def export_weights(net: nn.Block, path: str | Path, **metadata) -> Path:
+    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
     return interchange.save_weights(path, net.spec, get_weights(net), framework="mxnet",
-                                    framework_version=mx.__version__)
+                                    framework_version=mx.__version__, **metadata)
 
 
 def import_weights(net: nn.Block, path: str | Path) -> None:

@@ -11,9 +11,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's C++ star
 
 import keras  # noqa: E402
 
+from common.backends import BackendUnavailable  # noqa: E402
+
 if keras.backend.backend() != "tensorflow":
-    raise ImportError(f"nin_tf needs Keras on TensorFlow, but Keras was already imported with the "
-                      f"{keras.backend.backend()!r} backend; import nin_tf first or unset KERAS_BACKEND")
+    raise BackendUnavailable(
+        f"nin_tf needs Keras on TensorFlow, but Keras was already imported with the "
+        f"{keras.backend.backend()!r} backend; import nin_tf first or unset KERAS_BACKEND")
 
 from .model import (build_nin, count_params, layer_shapes, nin_block,  # noqa: E402
                     params_by_layer, predict_logits)

@@ -46,7 +46,7 @@ def _conv_layers(conv: Conv) -> list[layers.Layer]:
     else:
         padding, prefix = "valid", [layers.ZeroPadding2D(conv.padding)]
     return prefix + [layers.Conv2D(conv.out_channels, conv.kernel_size, strides=conv.stride,
-                                   padding=padding, activation="relu")]
+                                   padding=padding, activation="relu" if conv.relu else None)]
 
 
 def conv_block(convs: tuple[Conv, ...], name: str | None = None) -> keras.Sequential:
@@ -60,13 +60,15 @@ def nin_block(out_channels: int, kernel_size: int, strides: int, padding: int,
     return conv_block(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1), name)
 
 
-def _layer(layer, name: str) -> layers.Layer:
+def _layer(layer, name: str, seed: int) -> layers.Layer:
     if isinstance(layer, ConvBlock):
         return conv_block(layer.convs, name)
     if isinstance(layer, MaxPool):
         return layers.MaxPooling2D(layer.kernel_size, layer.stride, name=name)
     if isinstance(layer, Dropout):
-        return layers.Dropout(layer.rate, name=name)
+        # Without `seed`, Keras seeds the layer from Python's global `random` when it is
+        # created, so whatever ran before would change the masks.
+        return layers.Dropout(layer.rate, seed=seed, name=name)
     if isinstance(layer, GlobalAvgPool):
         return layers.GlobalAveragePooling2D(keepdims=True, name=name)
     if isinstance(layer, Flatten):
@@ -87,7 +89,8 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     size = spec.input_size if spec.fixed_input_size else None
     net = keras.Sequential(
         [keras.Input((size, size, spec.in_channels))]
-        + [_layer(layer, name) for name, layer in zip(spec.layer_names(), spec.layers)],
+        + [_layer(layer, name, seed + index)
+           for index, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers))],
         name=spec.name)
     net.spec = spec
     set_weights(net, init_weights(spec, seed))

@@ -1,7 +1,8 @@
-"""Training NiN in Keras 3: a compiled model driven one batch at a time with ``train_on_batch``.
+"""Training NiN in Keras 3: a compiled (``tf.function``) train step with a Keras optimizer.
 
 Batches come from the shared loader (so all backends see the same examples in the same order)
-instead of ``fit``'s own data pipeline; ``train_on_batch`` runs Keras's compiled train step.
+instead of ``fit``'s own data pipeline. The step is Keras's own "training loop from scratch":
+``GradientTape``, the loss, ``optimizer.apply``, traced once for any batch size.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import tensorflow as tf
 from common import training
 
 from .model import predict_logits, to_nhwc
+from .weights import _variables, from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
@@ -22,33 +24,96 @@ class Trainer(training.Trainer):
         super().__init__(net, recipe, seed=seed)
         recipe = self.recipe
         if recipe.optimizer == "adam":
-            optimizer = keras.optimizers.Adam(recipe.lr, epsilon=recipe.adam_epsilon)
+            self.optimizer = keras.optimizers.Adam(recipe.lr, epsilon=recipe.adam_epsilon)
         else:
             momentum = recipe.momentum if recipe.optimizer == "momentum" else 0.0
-            optimizer = keras.optimizers.SGD(recipe.lr, momentum=momentum)
-        net.compile(optimizer=optimizer,
-                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                    metrics=["sparse_categorical_accuracy"])
-
-    def seed_framework(self, seed: int) -> None:
-        keras.utils.set_random_seed(seed)
+            self.optimizer = keras.optimizers.SGD(recipe.lr, momentum=momentum)
+        # The variables in canonical order, so the optimizer's slot i is parameter_names[i].
+        self._variables = _variables(net)
+        self.optimizer.build(self._variables)
+        # (A Dropout of rate 0 has no seed generator: it is the identity.)
+        self._dropout_states = [layer.seed_generator.state for layer in _dropout_layers(net)
+                                if hasattr(layer, "seed_generator")]
+        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean
+        self._compiled_step = tf.function(self._graph_step, input_signature=[
+            tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32),
+            tf.TensorSpec([None], tf.int64)])
 
     @property
     def device(self) -> str:
         return "gpu:0" if tf.config.list_physical_devices("GPU") else "cpu"
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        # train_on_batch accumulates its metrics across calls; reset them to get this batch's.
-        self.net.reset_metrics()
-        logs = self.net.train_on_batch(to_nhwc(images), labels, return_dict=True)
-        return float(logs["loss"]), round(float(logs["sparse_categorical_accuracy"]) * len(labels))
+    def _seed_dropout(self, seed: int) -> None:
+        # A Keras Dropout draws stateless masks from its SeedGenerator's (seed, counter) state;
+        # resetting the state makes this step's masks a function of `seed` alone.
+        for index, state in enumerate(self._dropout_states):
+            state.assign(np.array([seed + index, 0], np.int64))
+
+    def _set_learning_rate(self, lr: float) -> None:
+        self.optimizer.learning_rate = lr
+
+    def _graph_step(self, images, labels):
+        with tf.GradientTape() as tape:
+            logits = self.net(images, training=True)
+            loss = self.loss(labels, logits)
+        gradients = tape.gradient(loss, self._variables)
+        if self.recipe.clip_norm:
+            norm = tf.linalg.global_norm(gradients)
+            scale = tf.minimum(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
+            gradients = [gradient * scale for gradient in gradients]
+        if self.recipe.weight_decay:
+            # L2 on the gradient, as PyTorch's and MXNet's weight_decay (Keras's own
+            # `weight_decay` is decoupled, AdamW-style, which is another optimizer).
+            gradients = [gradient + self.recipe.weight_decay * variable
+                         for gradient, variable in zip(gradients, self._variables)]
+        self.optimizer.apply(gradients, self._variables)
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == labels, tf.int32))
+        return loss, correct
+
+    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        loss, correct = self._compiled_step(to_nhwc(images), labels)
+        return float(loss), int(correct)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
 
     def weights_finite(self) -> bool:
-        sums = tf.stack([tf.reduce_sum(variable) for variable in self.net.trainable_variables])
+        sums = tf.stack([tf.reduce_sum(variable) for variable in self._variables])
         return bool(tf.reduce_all(tf.math.is_finite(sums)))
+
+    # -- optimizer state in canonical form --------------------------------------------------
+    def _slot_variables(self) -> dict[str, list]:
+        if self.recipe.optimizer == "adam":
+            return {"m": self.optimizer._momentums, "v": self.optimizer._velocities}
+        if self.recipe.optimizer == "momentum":
+            return {"velocity": self.optimizer.momentums}
+        return {}
+
+    def optimizer_state(self) -> training.OptimizerState:
+        names = parameter_names(self.net)
+        slots = {slot: to_canonical(self.net, {name: keras.ops.convert_to_numpy(variable)
+                                               for name, variable in zip(names, variables)})
+                 for slot, variables in self._slot_variables().items()}
+        if self.step_count == 0:
+            slots = {}
+        return training.OptimizerState(self.recipe.optimizer, self.step_count, slots)
+
+    def load_optimizer_state(self, state: training.OptimizerState) -> None:
+        self.step_count = state.step
+        self.optimizer.iterations.assign(state.step)
+        names = parameter_names(self.net)
+        for slot, variables in self._slot_variables().items():
+            arrays = (from_canonical(self.net, state.slots[slot]) if state.step else
+                      {name: np.zeros(variable.shape, np.float32)
+                       for name, variable in zip(names, variables)})
+            for name, variable in zip(names, variables):
+                variable.assign(arrays[name])
+
+
+def _dropout_layers(layer) -> list:
+    if isinstance(layer, keras.layers.Dropout):
+        return [layer]
+    return [found for child in getattr(layer, "layers", []) for found in _dropout_layers(child)]
 
 
 train = Trainer.train

@@ -21,38 +21,69 @@ def _parameter_layers(layer) -> list:
     return [found for child in getattr(layer, "layers", []) for found in _parameter_layers(child)]
 
 
+def _variables(net: keras.Model) -> list:
+    return [variable for layer in _parameter_layers(net)
+            for variable in (layer.kernel, layer.bias)]
+
+
+def parameter_names(net: keras.Model) -> list[str]:
+    """Canonical names in ``net.trainable_variables`` order (each kernel, then its bias)."""
+    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
+            for kind in ("weight", "bias")]
+
+
+def to_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays shaped like Keras's variables (kernels, Adam moments, ...) in canonical layout."""
+    slots = {slot.name: slot for slot in interchange.param_slots(net.spec)}
+    result = {}
+    for name, array in arrays.items():
+        slot, kind = slots[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]
+        array = np.asarray(array, np.float32)
+        if kind == "weight":
+            if slot.is_conv:
+                array = array.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+            else:
+                array = array.T
+                if slot.flattened_chw:
+                    array = interchange.dense_to_nchw(array, slot.flattened_chw)
+        result[name] = np.ascontiguousarray(array)
+    return result
+
+
+def from_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`to_canonical`."""
+    slots = {slot.name: slot for slot in interchange.param_slots(net.spec)}
+    result = {}
+    for name, array in arrays.items():
+        slot, kind = slots[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]
+        array = np.asarray(array, np.float32)
+        if kind == "weight":
+            if slot.is_conv:
+                array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+            else:
+                if slot.flattened_chw:
+                    array = interchange.dense_to_nhwc(array, slot.flattened_chw)
+                array = array.T
+        result[name] = np.ascontiguousarray(array)
+    return result
+
+
 def get_weights(net: keras.Model) -> dict[str, np.ndarray]:
-    arrays = {}
-    for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-        kernel, bias = (keras.ops.convert_to_numpy(variable) for variable in (layer.kernel, layer.bias))
-        if slot.is_conv:
-            weight = kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-        else:
-            weight = kernel.T
-            if slot.flattened_chw:
-                weight = interchange.dense_to_nchw(weight, slot.flattened_chw)
-        arrays[f"{slot.name}.weight"] = np.ascontiguousarray(weight)
-        arrays[f"{slot.name}.bias"] = bias
-    return arrays
+    return to_canonical(net, {name: keras.ops.convert_to_numpy(variable) for name, variable
+                              in zip(parameter_names(net), _variables(net))})
 
 
 def set_weights(net: keras.Model, arrays: dict[str, np.ndarray]) -> None:
     interchange.check_arrays(net.spec, arrays)
-    for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-        weight = np.asarray(arrays[f"{slot.name}.weight"])
-        if slot.is_conv:
-            kernel = weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-        else:
-            if slot.flattened_chw:
-                weight = interchange.dense_to_nhwc(weight, slot.flattened_chw)
-            kernel = weight.T
-        layer.kernel.assign(kernel)
-        layer.bias.assign(arrays[f"{slot.name}.bias"])
+    native = from_canonical(net, arrays)
+    for name, variable in zip(parameter_names(net), _variables(net)):
+        variable.assign(native[name])
 
 
-def export_weights(net: keras.Model, path: str | Path) -> Path:
+def export_weights(net: keras.Model, path: str | Path, **metadata) -> Path:
+    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
     return interchange.save_weights(path, net.spec, get_weights(net), framework="tf",
-                                    framework_version=f"keras {keras.__version__}")
+                                    framework_version=f"keras {keras.__version__}", **metadata)
 
 
 def import_weights(net: keras.Model, path: str | Path) -> None:

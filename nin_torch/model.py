@@ -23,8 +23,9 @@ def conv_block(convs: tuple[Conv, ...]) -> nn.Sequential:
     layers = []
     for conv in convs:
         # Lazy: input channels are inferred on the first forward pass.
-        layers += [nn.LazyConv2d(conv.out_channels, conv.kernel_size, conv.stride, conv.padding),
-                   nn.ReLU()]
+        layers.append(nn.LazyConv2d(conv.out_channels, conv.kernel_size, conv.stride, conv.padding))
+        if conv.relu:
+            layers.append(nn.ReLU())
     return nn.Sequential(*layers)
 
 

@@ -11,6 +11,7 @@ from torch import nn
 from common import training
 
 from .model import predict_logits
+from .weights import from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
@@ -22,21 +23,46 @@ class Trainer(training.Trainer):
         net.to(self._device)
         self.loss = nn.CrossEntropyLoss()  # mean over the batch
         recipe = self.recipe
-        self.steps = 0
+        self._parameters = list(net.parameters())
         if recipe.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(net.parameters(), lr=recipe.lr, eps=recipe.adam_epsilon)
+            self.optimizer = torch.optim.Adam(self._parameters, lr=recipe.lr,
+                                              eps=recipe.adam_epsilon,
+                                              weight_decay=recipe.weight_decay)
         else:
             momentum = recipe.momentum if recipe.optimizer == "momentum" else 0.0
-            self.optimizer = torch.optim.SGD(net.parameters(), lr=recipe.lr, momentum=momentum)
-
-    def seed_framework(self, seed: int) -> None:
-        torch.manual_seed(seed)
+            self.optimizer = torch.optim.SGD(self._parameters, lr=recipe.lr, momentum=momentum,
+                                             weight_decay=recipe.weight_decay)
+        self._lr = recipe.lr  # the rate the momentum buffers are scaled for
 
     @property
     def device(self) -> str:
         return str(self._device)
 
-    def train_step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    def _seed_dropout(self, seed: int) -> None:
+        # nn.Dropout draws from the default generator; nothing else in a step does.
+        torch.manual_seed(seed)
+
+    def _set_learning_rate(self, lr: float) -> None:
+        if self.recipe.optimizer == "momentum" and lr != self._lr:
+            self._rescale_momentum(self._lr / lr)
+        self._lr = lr
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+    def _rescale_momentum(self, factor: float) -> None:
+        """Keep PyTorch's momentum the update Keras and MXNet make when the lr changes.
+
+        PyTorch keeps b = mu b + g and steps w -= lr b; Keras and MXNet keep v = mu v - lr g
+        and step w += v. They agree while v = -lr b, which a new lr breaks unless b is
+        rescaled by lr_old / lr_new (with a schedule they would otherwise differ).
+        """
+        with torch.no_grad():
+            for parameter in self._parameters:
+                buffer = self.optimizer.state.get(parameter, {}).get("momentum_buffer")
+                if buffer is not None:
+                    buffer.mul_(factor)
+
+    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         self.net.train()
         images = torch.from_numpy(images).to(self._device)
         labels = torch.from_numpy(labels).to(self._device)
@@ -44,14 +70,15 @@ class Trainer(training.Trainer):
         loss = self.loss(logits, labels)
         self.optimizer.zero_grad()
         loss.backward()
-        self.steps += 1
+        if self.recipe.clip_norm:
+            nn.utils.clip_grad_norm_(self._parameters, self.recipe.clip_norm)
         if self.recipe.optimizer == "adam":
-            self._match_keras_adam_epsilon()
+            self._match_keras_adam_epsilon(self.step_count + 1)
         self.optimizer.step()
         return loss.item(), int((logits.argmax(dim=1) == labels).sum())
 
-    def _match_keras_adam_epsilon(self) -> None:
-        """Make torch's Adam take the step Keras's and MXNet's Adam take.
+    def _match_keras_adam_epsilon(self, t: int) -> None:
+        """Make torch's Adam take the step Keras's and MXNet's Adam take at update t.
 
         Keras and MXNet fold both bias corrections into the step size and add epsilon to the
         uncorrected sqrt(v): lr sqrt(1 - b2^t) / (1 - b1^t) m / (sqrt(v) + eps). PyTorch adds it
@@ -60,14 +87,48 @@ class Trainer(training.Trainer):
         updates differ by 10-30% where sqrt(v) is near eps (tests/test_parity.py).
         """
         for group in self.optimizer.param_groups:
-            group["eps"] = self.recipe.adam_epsilon / math.sqrt(1.0 - group["betas"][1] ** self.steps)
+            group["eps"] = self.recipe.adam_epsilon / math.sqrt(1.0 - group["betas"][1] ** t)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
 
     def weights_finite(self) -> bool:
         with torch.no_grad():
-            return bool(torch.isfinite(torch.stack([p.sum() for p in self.net.parameters()])).all())
+            return bool(torch.isfinite(torch.stack([p.sum() for p in self._parameters])).all())
+
+    # -- optimizer state in canonical form --------------------------------------------------
+    def optimizer_state(self) -> training.OptimizerState:
+        names = parameter_names(self.net)
+        slots: dict[str, dict[str, np.ndarray]] = {}
+        for name, parameter in zip(names, self._parameters):
+            state = self.optimizer.state.get(parameter, {})
+            if self.recipe.optimizer == "adam" and state:
+                slots.setdefault("m", {})[name] = state["exp_avg"].cpu().numpy().copy()
+                slots.setdefault("v", {})[name] = state["exp_avg_sq"].cpu().numpy().copy()
+            elif self.recipe.optimizer == "momentum" and state.get("momentum_buffer") is not None:
+                velocity = -self._lr * state["momentum_buffer"].cpu().numpy()
+                slots.setdefault("velocity", {})[name] = velocity.astype(np.float32)
+        return training.OptimizerState(self.recipe.optimizer, self.step_count,
+                                       {slot: to_canonical(self.net, arrays)
+                                        for slot, arrays in slots.items()})
+
+    def load_optimizer_state(self, state: training.OptimizerState) -> None:
+        self.step_count = state.step
+        self.optimizer.state.clear()
+        if state.step == 0 or self.recipe.optimizer == "sgd":
+            return
+        # Stored for the recipe's base rate; the next _set_learning_rate rescales them.
+        self._lr = self.recipe.lr
+        slots = {slot: from_canonical(self.net, arrays) for slot, arrays in state.slots.items()}
+        for name, parameter in zip(parameter_names(self.net), self._parameters):
+            def tensor(slot):
+                return torch.from_numpy(np.array(slots[slot][name], np.float32)).to(parameter.device)
+            if self.recipe.optimizer == "adam":
+                self.optimizer.state[parameter] = {
+                    "step": torch.tensor(float(state.step)), "exp_avg": tensor("m"),
+                    "exp_avg_sq": tensor("v")}
+            else:
+                self.optimizer.state[parameter] = {"momentum_buffer": tensor("velocity") / -self._lr}
 
 
 train = Trainer.train

@@ -15,29 +15,37 @@ from torch import nn
 from common import weights as interchange
 
 
-def _parameter_layers(net: nn.Module) -> list[nn.Module]:
-    return [module for module in net.modules() if isinstance(module, (nn.Conv2d, nn.Linear))]
+def parameter_names(net: nn.Module) -> list[str]:
+    """Canonical names in ``net.parameters()`` order."""
+    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
+            for kind in ("weight", "bias")]
+
+
+def to_canonical(net: nn.Module, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Arrays shaped like the parameters (weights, Adam moments, ...) in canonical layout:
+    PyTorch's layouts are the canonical ones."""
+    return {name: np.ascontiguousarray(array, np.float32) for name, array in arrays.items()}
+
+
+from_canonical = to_canonical
 
 
 def get_weights(net: nn.Module) -> dict[str, np.ndarray]:
-    arrays = {}
-    for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-        arrays[f"{slot.name}.weight"] = layer.weight.detach().cpu().numpy().copy()
-        arrays[f"{slot.name}.bias"] = layer.bias.detach().cpu().numpy().copy()
-    return arrays
+    return {name: parameter.detach().cpu().numpy().copy()
+            for name, parameter in zip(parameter_names(net), net.parameters())}
 
 
 def set_weights(net: nn.Module, arrays: dict[str, np.ndarray]) -> None:
     interchange.check_arrays(net.spec, arrays)
     with torch.no_grad():
-        for slot, layer in zip(interchange.param_slots(net.spec), _parameter_layers(net)):
-            layer.weight.copy_(torch.from_numpy(np.asarray(arrays[f"{slot.name}.weight"])))
-            layer.bias.copy_(torch.from_numpy(np.asarray(arrays[f"{slot.name}.bias"])))
+        for name, parameter in zip(parameter_names(net), net.parameters()):
+            parameter.copy_(torch.from_numpy(np.asarray(arrays[name])))
 
 
-def export_weights(net: nn.Module, path: str | Path) -> Path:
+def export_weights(net: nn.Module, path: str | Path, **metadata) -> Path:
+    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
     return interchange.save_weights(path, net.spec, get_weights(net), framework="torch",
-                                    framework_version=torch.__version__)
+                                    framework_version=torch.__version__, **metadata)
 
 
 def import_weights(net: nn.Module, path: str | Path) -> None:

@@ -31,8 +31,11 @@ def train_run(backend, fashion_mnist, tmp_path_factory):
 
 
 def test_train_writes_every_artifact(backend, train_run):
-    metrics = [json.loads(line) for line in (train_run / "metrics.jsonl").read_text().splitlines()]
+    records = [json.loads(line) for line in (train_run / "metrics.jsonl").read_text().splitlines()]
+    metrics = [record for record in records if record["kind"] == "epoch"]
     assert [m["epoch"] for m in metrics] == [1]
+    points = [record for record in records if record["kind"] == "step"]
+    assert [point["step"] for point in points] == [1, 2, 3, 4]  # 256 images, batch 64
     assert {"train_loss", "train_accuracy", "test_accuracy", "examples_per_second",
             "seconds"} <= set(metrics[0])
     assert is_png(train_run / "curves.png")
@@ -122,9 +125,9 @@ def test_resources_answers_exercise_3(capsys):
 @pytest.mark.parametrize("argv, message", [
     (["shapes", "--backend", "caffe"], "unknown backend 'caffe'"),
     (["shapes", "--size", "50", "--backend", "torch"], "at least 67x67"),
-    (["train", "--backend", "torch", "--lr", "-1"], "learning rate must be a positive"),
+    (["train", "--backend", "torch", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--backend", "torch", "--size", "40"], "at least 67x67"),
-    (["train", "--backend", "torch", "--train-limit", "70000"], "train_limit"),
+    (["train", "--backend", "torch", "--train-limit", "70000"], "--train-limit: must be between"),
     (["train", "--backend", "torch", "--data-dir", "/nonexistent"], "/nonexistent"),
     (["predict", "--backend", "torch", "--weights", "/nonexistent.pt"], "does not exist"),
     (["convert", "--from", "torch", "--to", "tf", "/nonexistent.npz", "x.weights.h5"],

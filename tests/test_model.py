@@ -156,10 +156,12 @@ def _imported_modules(path: pathlib.Path) -> set[str]:
 
 
 def test_common_imports_no_framework():
-    for path in (ROOT / "common").glob("*.py"):
+    paths = list((ROOT / "common").rglob("*.py"))
+    assert ROOT / "common" / "cli" / "training.py" in paths  # subpackages are searched too
+    for path in paths:
         assert not _imported_modules(path) & FRAMEWORKS, path
     code = ("import sys, importlib, pkgutil, common\n"
-            "for m in pkgutil.iter_modules(common.__path__): importlib.import_module('common.' + m.name)\n"
+            "for m in pkgutil.walk_packages(common.__path__, 'common.'): importlib.import_module(m.name)\n"
             f"print(sorted(set({sorted(FRAMEWORKS)!r}) & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           check=True, cwd=ROOT).stdout.strip() == "[]"
@@ -168,5 +170,5 @@ def test_common_imports_no_framework():
 def test_backend_packages_never_import_each_other():
     packages = {package for package, _, _ in BACKENDS.values()}
     for package in packages:
-        for path in (ROOT / package).glob("*.py"):
+        for path in (ROOT / package).rglob("*.py"):
             assert not _imported_modules(path) & (packages - {package}), path

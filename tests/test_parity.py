@@ -280,6 +280,14 @@ RECIPES = {
     "sgd": Recipe(optimizer="sgd", lr=0.005),
     "momentum": Recipe(optimizer="momentum", lr=0.001, momentum=0.9),
     "adam": Recipe(optimizer="adam", lr=1e-4),
+    # Every Recipe part the backends apply themselves: a warm-up and cosine schedule (which
+    # makes PyTorch's momentum rescale its buffer), L2 weight decay and global-norm clipping.
+    # The clip is far below the gradient norm (~1 here), so it acts at every step (and the
+    # momentum lr is 10x the unclipped one's to move as far).
+    "momentum-scheduled": Recipe(optimizer="momentum", lr=0.01, warmup_steps=5,
+                                 schedule="cosine", weight_decay=1e-3, clip_norm=0.1),
+    "adam-scheduled": Recipe(optimizer="adam", lr=1e-4, warmup_steps=5, schedule="cosine",
+                             weight_decay=1e-3, clip_norm=0.1),
 }
 LOSS_RTOL = 1e-3
 WEIGHT_RTOL = 1e-3
@@ -363,6 +371,7 @@ class LockStep:
             initial = backend.get_weights(net)
             recipe = RECIPES[optimizer]
             trainer = backend.Trainer(net, recipe, seed=0)
+            trainer.total_steps = STEPS  # the cosine schedule's length
             losses = []
             for images, labels in self.batches:
                 losses.append(trainer.train_step(images, labels)[0])
@@ -421,7 +430,7 @@ def test_lockstep_training_matches_torch(lockstep, other, optimizer):
     for key, expected in reference.final.items():
         scale = float(np.abs(expected).max())
         atol = WEIGHT_ATOL_OF_SCALE * scale
-        if optimizer == "adam":
+        if recipe.optimizer == "adam":
             atol = max(atol, ADAM_ATOL_IN_LR * recipe.lr)
         np.testing.assert_allclose(
             run.final[key], expected, rtol=WEIGHT_RTOL, atol=atol,

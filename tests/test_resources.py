@@ -32,7 +32,7 @@ from common import resources as res
 from common.shapes import layer_params
 from common.spec import alexnet_spec, nin_spec
 
-from .conftest import get_backend
+from .conftest import get_backend, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "mxnet", "tensorflow", "keras", "jax")
@@ -285,7 +285,7 @@ def _timeline_peak(torch, run, tmp_path) -> int:
         run()
     path = tmp_path / "memory.json"
     if not hasattr(prof, "export_memory_timeline"):  # deprecated; gone in some future torch
-        pytest.skip("this torch has no profiler memory timeline")
+        skip_or_fail("this torch has no profiler memory timeline")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         prof.export_memory_timeline(str(path), device="cpu")

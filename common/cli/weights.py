@@ -1,0 +1,144 @@
+"""``nin predict`` and ``nin convert``: trained weights, in any framework."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..backends import BACKENDS, load_backend
+from .common import UsageError, add_spec_arguments, spec_from_args, whole
+
+
+def load_weights_into(backend, path: Path, spec_args):
+    """A net of `backend` holding the weights in `path` (interchange .npz or native file)."""
+    from ..weights import load_weights
+
+    path = Path(path)
+    if not path.is_file():
+        raise UsageError(f"weights file {path} does not exist")
+    if path.suffix == ".npz":
+        stored = load_weights(path)
+        net = backend.build_nin(stored.spec)
+        backend.set_weights(net, stored.arrays)
+        return net
+    if not path.name.endswith(backend.NATIVE_SUFFIX):
+        raise UsageError(f"{path.name}: expected a weights.npz or a {backend.BACKEND} native "
+                         f"file (*{backend.NATIVE_SUFFIX})")
+    recorded = run_config_beside(path)
+    spec = recorded.spec() if recorded else spec_from_args(spec_args)
+    net = backend.build_nin(spec)
+    try:
+        backend.load_native(net, path)
+    except Exception as error:  # each framework raises its own types; report them as one line
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UsageError(f"cannot load {path} as {backend.BACKEND} weights of "
+                         f"{spec.describe()}: {first_line}") from None
+    return net
+
+
+def run_config_beside(path: Path):
+    """The RunConfig recorded in the run folder that holds `path`, or None."""
+    from ..config import RunConfig
+
+    for name in ("config.json", "summary.json"):
+        try:
+            return RunConfig.from_dict(json.loads((path.parent / name).read_text())["config"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+    return None
+
+
+def input_treatment(path: Path, spec) -> tuple[int, bool]:
+    """(input size, standardize) the weights were trained with, from the file's metadata or
+    the run folder beside it; the spec's nominal size without standardizing otherwise."""
+    from ..weights import load_weights
+
+    if path.suffix == ".npz":
+        recorded = load_weights(path).metadata.get("input")
+        if recorded:
+            return int(recorded["size"]), bool(recorded["standardize"])
+    config = run_config_beside(path)
+    if config is not None:
+        return config.size, config.recipe.standardize
+    return spec.input_size, False
+
+
+def cmd_predict(args) -> int:
+    import numpy as np
+
+    from ..data import load_fashion_mnist, to_model_input
+    from ..plots import plot_predictions
+    from ..runs import check_writable_parent
+
+    weights = Path(args.weights)
+    out = Path(args.out or weights.with_name(f"predictions-{args.backend}.png"))
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{out} is not a file; choose another --out")
+    check_writable_parent(out)
+    backend = load_backend(args.backend)
+    net = load_weights_into(backend, weights, args)
+    if net.spec.in_channels != 1 or net.spec.num_classes != 10:
+        raise UsageError(f"{weights} holds {net.spec.describe()}, which does not take "
+                         "Fashion-MNIST (1 channel, 10 classes)")
+    size, standardize = input_treatment(weights, net.spec)
+    size = args.size or size
+    fashion = load_fashion_mnist(args.data_dir)
+    images = fashion.test_images[:args.n]
+    labels = fashion.test_labels[:args.n].astype(np.int64)
+    predicted = backend.predict_logits(
+        net, to_model_input(images, size, standardize=standardize)).argmax(axis=1)
+    right = int((predicted == labels).sum())
+    plot_predictions(images, labels, predicted, out,
+                     title=f"{backend.BACKEND}: {right}/{args.n} right (true / predicted)")
+    print(f"{right} of {args.n} right; grid: {out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from ..runs import check_writable_parent
+
+    out = Path(args.output)
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists; pass --force to replace it")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{out} is not a file")
+    check_writable_parent(out)
+    source, target = load_backend(getattr(args, "from")), load_backend(args.to)
+    if out.suffix != ".npz" and not out.name.endswith(target.NATIVE_SUFFIX):
+        raise UsageError(f"{out.name}: {args.to} weights are saved as *{target.NATIVE_SUFFIX} "
+                         "(or give a .npz for the interchange format)")
+    net = load_weights_into(source, Path(args.input), args)
+    converted = target.build_nin(net.spec)
+    target.set_weights(converted, source.get_weights(net))
+    if out.suffix == ".npz":
+        target.export_weights(converted, out)
+    else:
+        target.save_native(converted, out)
+    print(f"{net.spec.describe()}: {args.input} ({getattr(args, 'from')}) -> {out} ({args.to})")
+    return 0
+
+
+def add_commands(commands) -> None:
+    text = "a PNG grid of test images with true and predicted labels"
+    sub = commands.add_parser("predict", help=text, description=text)
+    sub.set_defaults(function=cmd_predict)
+    sub.add_argument("--backend", required=True, choices=list(BACKENDS))
+    sub.add_argument("--weights", required=True, help="weights.npz or the backend's native file")
+    sub.add_argument("--n", type=whole(1, 100), default=10, help="how many test images (1-100)")
+    sub.add_argument("--size", type=whole(1, 4096), help="input size (default: the run's)")
+    sub.add_argument("--data-dir")
+    sub.add_argument("--out", help="PNG to write (default: next to the weights)")
+    sub.add_argument("--force", action="store_true", help="replace --out if it exists")
+    add_spec_arguments(sub)
+
+    text = "turn one framework's weights into another's native format (or .npz)"
+    sub = commands.add_parser("convert", help=text, description=text)
+    sub.set_defaults(function=cmd_convert)
+    sub.add_argument("--from", required=True, choices=list(BACKENDS))
+    sub.add_argument("--to", required=True, choices=list(BACKENDS))
+    sub.add_argument("input", help="weights.npz or the source framework's native file")
+    sub.add_argument("output", help="the target's native file, or .npz")
+    sub.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
+    add_spec_arguments(sub)

@@ -1,0 +1,334 @@
+"""Never lose a run: exact resume, clean stops on signals, SIGKILL at random moments, NaN,
+a full disk, cross-framework continuation and checkpoint validation."""
+
+from __future__ import annotations
+
+import errno
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.checkpoint import (CheckpointError, check_resumable, checkpoint_folders,
+                               latest_checkpoint, load_checkpoint)
+from common.cli import main
+from common.config import PRESETS
+from common.runs import load_result, train_run
+from common.training import TrainingDiverged, TrainingStopped
+from common.weights import load_weights
+
+from .conftest import get_backend
+
+ROOT = Path(__file__).resolve().parents[1]
+NAMES = ("torch", "mxnet", "tf")
+
+# 512 images in batches of 64: 8 steps an epoch, 2 epochs; a short warm-up so it learns.
+CONFIG = replace(PRESETS["quick"], epochs=2, train_limit=512, test_limit=256, batch_size=64,
+                 recipe=replace(PRESETS["quick"].recipe, warmup_steps=4))
+CLI_FLAGS = ["--epochs", "2", "--train-limit", "512", "--test-limit", "256",
+             "--batch-size", "64", "--warmup-steps", "4", "--no-progress"]
+QUIET = {"log": lambda *args: None, "progress": False}
+
+
+class StopAfter:
+    """A stop request after `calls` checks (one check per step, one per epoch end)."""
+
+    def __init__(self, calls: int):
+        self.calls, self.count = calls, 0
+
+    def __call__(self):
+        self.count += 1
+        return "SIGINT" if self.count == self.calls else None
+
+
+def weights_of(run_dir: Path) -> dict:
+    return load_weights(run_dir / "weights.npz").arrays
+
+
+def timeless(run_dir: Path) -> list[dict]:
+    """metrics.jsonl without the wall-clock fields."""
+    import json
+
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [{key: value for key, value in record.items()
+             if key not in ("seconds", "examples_per_second")} for record in records]
+
+
+def assert_same_run(run_dir: Path, reference: Path) -> None:
+    expected = weights_of(reference)
+    for key, value in weights_of(run_dir).items():
+        np.testing.assert_array_equal(value, expected[key], err_msg=key)
+    assert timeless(run_dir) == timeless(reference)
+
+
+@pytest.fixture(scope="module")
+def straight(tmp_path_factory, fashion_mnist):
+    """backend -> the folder of an uninterrupted run of CONFIG, trained once per module."""
+    root, done = tmp_path_factory.mktemp("straight"), {}
+
+    def run(name: str) -> Path:
+        if name not in done:
+            get_backend(name)
+            train_run(name, CONFIG, root / name, **QUIET)
+            done[name] = root / name
+        return done[name]
+    return run
+
+
+# -- exact resume -------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("stop_after", [5, 8], ids=["mid-epoch", "epoch-end"])
+def test_stopped_and_resumed_equals_uninterrupted_bitwise(backend, straight, tmp_path,
+                                                          stop_after):
+    reference = straight(backend.BACKEND)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingStopped) as stopped:
+        train_run(backend.BACKEND, CONFIG, out, stop_requested=StopAfter(stop_after), **QUIET)
+    assert stopped.value.state.step == stop_after
+    assert not (out / "summary.json").exists()
+    checkpoint = latest_checkpoint(out)
+    assert checkpoint.state.step == stop_after and checkpoint.backend == backend.BACKEND
+    assert checkpoint.optimizer.step == stop_after and set(checkpoint.optimizer.slots) == {"m", "v"}
+    train_run(backend.BACKEND, CONFIG, out, resume=checkpoint, **QUIET)
+    assert_same_run(out, reference)
+
+
+def test_a_checkpoint_holds_everything_it_promises(backend, straight):
+    run_dir = straight(backend.BACKEND)
+    folders = checkpoint_folders(run_dir)
+    assert [folder.name for folder in folders] == ["step-000000016"]  # older ones removed
+    checkpoint = load_checkpoint(folders[0])
+    assert checkpoint.config == CONFIG and checkpoint.spec == CONFIG.spec()
+    assert (checkpoint.state.epoch, checkpoint.state.batch) == (2, 0)
+    assert [m.epoch for m in checkpoint.state.history] == [1, 2]
+    assert len(checkpoint.state.points) == 16
+    assert (folders[0] / f"model{backend.NATIVE_SUFFIX}").is_file()
+    net = backend.build_nin(CONFIG.spec(), seed=99)
+    backend.load_native(net, folders[0] / f"model{backend.NATIVE_SUFFIX}")
+    for key, value in backend.get_weights(net).items():
+        np.testing.assert_array_equal(value, checkpoint.weights[key])
+    np.testing.assert_array_equal(checkpoint.weights["nin_block_1.0.weight"],
+                                  weights_of(run_dir)["nin_block_1.0.weight"])
+
+
+def test_resume_to_more_epochs_continues_the_run(backend, straight, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
+                 "--epochs", "1"]) == 0
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 2
+    assert "is complete" in capsys.readouterr().err
+    assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
+    result = load_result(out)
+    assert [m.epoch for m in result.history] == [1, 2] and result.summary["resumed"]
+    assert latest_checkpoint(out).state.step == 16
+
+
+# -- signals and SIGKILL in a real `nin train` process ------------------------------------------
+
+def _nin(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        if process.poll() is not None:
+            return False
+        time.sleep(0.01)
+    process.kill()
+    pytest.fail("the training process did not get going in time")
+
+
+@pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_signal_stops_after_a_step_writes_a_checkpoint_and_says_how_to_resume(
+        backend, straight, tmp_path, signal_name, status):
+    out = tmp_path / "run"
+    process = _nin("train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
+                   "--checkpoint-every", "1")
+    assert _wait_for(lambda: bool(checkpoint_folders(out)), process)
+    process.send_signal(getattr(signal, signal_name))
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == status, stderr
+    assert f"stopped by {signal_name}" in stderr and "Traceback" not in stderr
+    assert f"resume with: nin train --resume {out}" in stderr
+    stopped_at = latest_checkpoint(out).state.step
+    assert 1 <= stopped_at < 16
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert_same_run(out, straight(backend.BACKEND))
+
+
+KILLS = 3
+
+
+def _stamp(path: Path):
+    try:
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    return (status.st_mtime_ns, status.st_size) if status.st_size else None
+
+
+def test_sigkill_at_random_moments_loses_nothing(backend, straight, tmp_path):
+    """Kill `nin train` (checkpointing every step, so many kills land mid-save) at random
+    moments, several times; each time the last complete checkpoint loads, and the run
+    resumed from it ends exactly where the uninterrupted run ends."""
+    rng = random.Random(f"kill-{backend.BACKEND}")
+    out = tmp_path / "run"
+    kills = 0
+    for attempt in range(KILLS + 3):
+        resuming = bool(checkpoint_folders(out))
+        args = (["train", "--resume", str(out), "--checkpoint-every", "1", "--no-progress"]
+                if resuming else ["train", "--backend", backend.BACKEND, "--out", str(out),
+                                  *CLI_FLAGS, "--checkpoint-every", "1"])
+        if not resuming and out.exists():
+            shutil.rmtree(out)  # killed before its first checkpoint: start again
+        metrics = out / "metrics.jsonl"
+        before = _stamp(metrics)
+        process = _nin(*args)
+        # Training has begun once metrics.jsonl is (re)written: after the imports and the data.
+        started = _wait_for(lambda: _stamp(metrics) not in (before, None), process)
+        if started and kills < KILLS:
+            time.sleep(rng.uniform(0.0, 1.5))
+            process.kill()
+            process.wait(timeout=60)
+            kills += process.returncode == -signal.SIGKILL
+            if checkpoint_folders(out):
+                latest_checkpoint(out)  # the newest complete checkpoint always loads
+            continue
+        process.communicate(timeout=300)
+        assert process.returncode == 0
+        break
+    assert kills == KILLS, "every kill should have landed while the run was going"
+    assert_same_run(out, straight(backend.BACKEND))
+
+
+# -- NaN, full disk, validation -----------------------------------------------------------------
+
+def test_nan_stops_and_leaves_the_last_good_checkpoint_resumable(backend, tmp_path, capsys):
+    out = tmp_path / "run"
+    momentum = replace(CONFIG, recipe=replace(CONFIG.recipe, optimizer="momentum", lr=0.01))
+    with pytest.raises(TrainingStopped):
+        train_run(backend.BACKEND, momentum, out, stop_requested=StopAfter(8), **QUIET)
+    good = latest_checkpoint(out)
+    # Continued at a rate that blows up (momentum at lr 50 reaches NaN within a few steps):
+    assert main(["train", "--resume", str(out), "--lr", "50", "--no-progress"]) == 1
+    assert "lower learning rate" in capsys.readouterr().err
+    after = latest_checkpoint(out)  # untouched, and it loads: finite and complete
+    assert after.path == good.path and after.state.step == 8
+    assert main(["train", "--resume", str(out), "--lr", "0.005", "--no-progress"]) == 0
+    result = load_result(out)
+    assert result.summary["config"]["recipe"]["lr"] == 0.005
+    assert all(np.isfinite(value).all() for value in weights_of(out).values())
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(backend, tmp_path, monkeypatch):
+    import common.checkpoint as checkpoint_module
+
+    out = tmp_path / "run"
+    with pytest.raises(TrainingStopped):
+        train_run(backend.BACKEND, CONFIG, out, stop_requested=StopAfter(3), **QUIET)
+    before = latest_checkpoint(out)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(checkpoint_module.np, "savez", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        train_run(backend.BACKEND, CONFIG, out, resume=before, checkpoint_every=1, **QUIET)
+    monkeypatch.undo()
+    after = latest_checkpoint(out)
+    assert after.path == before.path and after.state.step == 3
+    assert [entry.name for entry in (out / "checkpoints").iterdir()] == [before.path.name]
+
+
+def test_checkpoints_are_validated_with_one_line_errors(backend, straight, tmp_path, capsys):
+    run_dir = straight(backend.BACKEND)
+    checkpoint = latest_checkpoint(run_dir)
+    other = next(name for name in NAMES if name != backend.BACKEND)
+    with pytest.raises(CheckpointError, match=f"is a {backend.BACKEND} checkpoint"):
+        check_resumable(checkpoint, backend=other)
+    with pytest.raises(CheckpointError, match="batch_size 64 instead of 32"):
+        check_resumable(checkpoint, config=replace(CONFIG, batch_size=32))
+    with pytest.raises(CheckpointError, match="model"):
+        check_resumable(checkpoint, config=replace(CONFIG, spec_options={"num_1x1": 1}))
+
+    for argv, message in [
+        (["train", "--resume", str(run_dir), "--batch-size", "32"], "--batch-size cannot change"),
+        (["train", "--resume", str(run_dir), "--num-1x1", "1"], "--num-1x1 cannot change"),
+        (["train", "--resume", str(run_dir), "--backend", other, "--epochs", "3"],
+         f"is a {backend.BACKEND} checkpoint"),
+        (["train", "--resume", str(run_dir), "--epochs", "1"], "already past epoch 1"),
+        (["train", "--resume", str(tmp_path / "nowhere")], "does not exist"),
+        (["train", "--resume", str(tmp_path)], "has no checkpoint"),
+    ]:
+        assert main(argv) == 2, argv
+        error = capsys.readouterr().err
+        assert message in error and error.count("\n") == 1, (argv, error)
+
+    damaged = tmp_path / "damaged"
+    (damaged / "checkpoints").mkdir(parents=True)
+    copy = damaged / "checkpoints" / checkpoint.path.name
+    copy.mkdir()
+    state = (checkpoint.path / "state.npz").read_bytes()
+    (copy / "state.npz").write_bytes(state[: len(state) // 3])
+    assert main(["train", "--resume", str(damaged)]) == 2
+    error = capsys.readouterr().err
+    assert "no usable checkpoint" in error and error.count("\n") == 1
+
+
+# -- cross-framework continuation ---------------------------------------------------------------
+
+# Dropout off: the only randomness a backend adds is its dropout masks.
+NO_DROPOUT = replace(CONFIG, spec_options={**CONFIG.spec_options, "dropout": 0.0})
+# Measured over the 6 ordered pairs (8 Adam steps after the switch): losses within 2e-6
+# relative; per tensor, |w_B - w_A| / |update_A| (Frobenius) under 1e-2, as in the lock-step
+# test (elements whose gradient is at rounding level step by up to one lr in either direction).
+LOSS_RTOL = 1e-4
+UPDATE_RTOL = 3e-2
+
+
+@pytest.fixture(scope="module")
+def halfway(tmp_path_factory, fashion_mnist):
+    """backend -> a checkpoint of NO_DROPOUT stopped after epoch 1 of 2 in that backend."""
+    root, done = tmp_path_factory.mktemp("halfway"), {}
+
+    def checkpoint(name: str):
+        if name not in done:
+            get_backend(name)
+            with pytest.raises(TrainingStopped):
+                train_run(name, NO_DROPOUT, root / name, stop_requested=StopAfter(8), **QUIET)
+            done[name] = latest_checkpoint(root / name)
+        return done[name]
+    return checkpoint
+
+
+@pytest.mark.parametrize("source, target", [(a, b) for a in NAMES for b in NAMES if a != b],
+                         ids=lambda name: name)
+def test_a_checkpoint_continues_in_another_framework(halfway, tmp_path, source, target):
+    get_backend(target)
+    checkpoint = halfway(source)
+    start = checkpoint.weights
+    same = train_run(source, NO_DROPOUT, tmp_path / "same", resume=checkpoint, **QUIET)
+    other = train_run(target, NO_DROPOUT, tmp_path / "other", resume=checkpoint, **QUIET)
+    expected_losses = [point.train_loss for point in same.points[8:]]
+    losses = [point.train_loss for point in other.points[8:]]
+    np.testing.assert_allclose(losses, expected_losses, rtol=LOSS_RTOL)
+    expected, got = weights_of(tmp_path / "same"), weights_of(tmp_path / "other")
+    for key, value in expected.items():
+        update = np.linalg.norm(value - start[key])
+        assert update > 0, f"{key} did not move"
+        miss = np.linalg.norm(got[key] - value) / update
+        assert miss <= UPDATE_RTOL, f"{key}: {target} continued {source}'s run {miss:.1e} apart"
+    # The continuation through the interchange is a real one: the moments moved too.
+    assert other.summary["resumed"] and other.summary["backend"] == target
