@@ -22,7 +22,7 @@ import numpy as np
 
 from . import plots
 from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .checkpoint import Checkpoint, atomic_write, save_checkpoint
+from .checkpoint import DIRECTORY, Checkpoint, atomic_write, save_checkpoint
 from .config import RunConfig
 from .data import CLASS_NAMES, DataLoader
 from .training import EpochMetrics, StepMetrics, TrainingState, predict_classes
@@ -36,10 +36,11 @@ def default_run_dir(kind: str) -> Path:
     return Path("runs") / f"{kind}-{datetime.now():%Y%m%d-%H%M%S}"
 
 
-def check_new_run_dir(out: str | Path) -> Path:
-    """That `out` can become a new run folder: empty or absent, creatable, writable.
+def check_new_run_dir(out: str | Path, parameters: int = 0) -> Path:
+    """That `out` can become a new run folder for a model of `parameters` parameters: empty
+    or absent, creatable, writable, with room for its files.
 
-    Nothing is created; call before any work so that a bad --out fails at once.
+    Nothing is left behind; call before any work so that a bad --out fails at once.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -47,30 +48,38 @@ def check_new_run_dir(out: str | Path) -> Path:
     if out.is_dir() and any(out.iterdir()):
         raise ValueError(f"{out} already exists and is not empty; choose another --out "
                          "(nothing is overwritten)")
-    check_writable_parent(out)
+    check_writable_parent(out / "summary.json", RUN_BYTES_PER_PARAMETER * parameters)
     return out
 
 
-def check_writable_parent(path: Path) -> None:
-    """That `path` (a file or folder to create) could be created: its nearest existing
-    ancestor is a writable folder."""
+# What a run folder needs at most, per parameter: the weights (npz and native), and the
+# newest checkpoint (weights, two Adam moments, native weights) while the next one is written.
+RUN_BYTES_PER_PARAMETER = 4 * (2 + 2 * 4)
+
+
+def check_writable_parent(path: Path, needed_bytes: int = 0) -> None:
+    """That `path` (a file or folder to create) can be created, with `needed_bytes` free:
+    its nearest existing ancestor is a folder in which a file can really be made (a probe
+    file is created and removed, which also catches read-only file systems, even as root)."""
+    import shutil
+    import tempfile
+
     ancestor = Path(path).absolute().parent
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise ValueError(f"cannot create {path}: {ancestor} is a file, not a folder")
-    if not os.access(ancestor, os.W_OK | os.X_OK):
-        raise ValueError(f"cannot create {path}: {ancestor} is not writable")
-
-
-def new_run_dir(out: str | Path | None, kind: str) -> Path:
-    """`out` (checked by :func:`check_new_run_dir`) or ``runs/<kind>-<time>``, created."""
-    out = check_new_run_dir(default_run_dir(kind) if out is None else out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        descriptor, probe = tempfile.mkstemp(prefix=".nin-probe-", dir=ancestor)
+        os.close(descriptor)
+        os.unlink(probe)
     except OSError as error:
-        raise ValueError(f"cannot create {out}: {error.strerror}") from None
-    return out
+        raise ValueError(f"cannot create {path}: {ancestor} is not writable "
+                         f"({error.strerror})") from None
+    free = shutil.disk_usage(ancestor).free
+    if free < needed_bytes:
+        raise ValueError(f"cannot create {path}: {ancestor} has {free / 2**20:.0f} MiB free, "
+                         f"a run needs about {needed_bytes / 2**20:.0f} MiB")
 
 
 def machine_description() -> str:
@@ -126,11 +135,13 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
               loaders: tuple[DataLoader, DataLoader] | None = None,
               checkpoint_every: int | None = None,
               stop_requested: Callable[[], str | None] | None = None,
+              keep_checkpoint: bool = True,
               progress: bool | None = None, log=print) -> RunResult:
     """Train one backend as `config` says in the run folder `out`, or continue `resume`.
 
     A checkpoint is written after every epoch, every `checkpoint_every` steps and before a
-    requested stop (which raises :class:`common.training.TrainingStopped`).
+    requested stop (which raises :class:`common.training.TrainingStopped`). The last one is
+    kept (to train further with ``--resume --epochs``) unless `keep_checkpoint` is False.
     """
     backend = load_backend(backend_name)
     train_data, test_data = loaders or config.loaders()
@@ -197,6 +208,8 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
         "native_weights": native.name,
     }
     _write_json(out / SUMMARY, summary)
+    if not keep_checkpoint:
+        shutil.rmtree(out / DIRECTORY, ignore_errors=True)
     return RunResult(backend_name, net, history, final_state.points, summary, out)
 
 

@@ -100,8 +100,11 @@ def run_sweep(variants: list[Variant], backends: list[str], seeds: list[int], ou
             for backend in backends:
                 done += 1
                 log(f"[{done}/{total}] {variant.label} {backend} seed {seed}")
+                # A finished run keeps its weights and metrics; its checkpoint (24 MB of
+                # weights and moments) would only multiply the sweep's size.
                 ensure_run(backend, config, run_folder(out, variant, backend, seed),
-                           stop_requested=stop_requested, progress=progress, log=log)
+                           stop_requested=stop_requested, keep_checkpoint=False,
+                           progress=progress, log=log)
     return write_report(out, variants, backends, seeds, title=title)
 
 

@@ -257,10 +257,14 @@ class Trainer:
 
     backend = "?"
 
-    def __init__(self, net, recipe: Recipe | None = None, *, seed: int = 0):
+    def __init__(self, net, recipe: Recipe | None = None, *, seed: int = 0, fast: bool = True):
+        """`fast=False` trains on the book's code path instead of the framework's fastest
+        (NCHW eager PyTorch, non-hybridized Gluon, compiled Keras driven by ``train_on_batch``):
+        the baseline of ``nin bench --baseline``."""
         self.net = net
         self.recipe = recipe or Recipe()
         self.seed = seed
+        self.fast = fast
         self.step_count = 0          # optimisation steps taken: the schedule's position
         self.total_steps: int | None = None
         self.state: TrainingState | None = None        # of the last fit

@@ -16,8 +16,10 @@ class Trainer(training.Trainer):
     backend = "mxnet"
 
     def __init__(self, net: gluon.HybridBlock, recipe: training.Recipe | None = None, *,
-                 seed: int = 0):
-        super().__init__(net, recipe, seed=seed)
+                 seed: int = 0, fast: bool = True):
+        super().__init__(net, recipe, seed=seed, fast=fast)
+        if not fast:
+            net.hybridize(active=False)  # the book's imperative Gluon
         self.ctx = _context(net)
         self.loss = gluon.loss.SoftmaxCrossEntropyLoss()  # per example, not averaged
         recipe = self.recipe

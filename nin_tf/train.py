@@ -20,8 +20,9 @@ from .weights import _variables, from_canonical, parameter_names, to_canonical
 class Trainer(training.Trainer):
     backend = "tf"
 
-    def __init__(self, net: keras.Model, recipe: training.Recipe | None = None, *, seed: int = 0):
-        super().__init__(net, recipe, seed=seed)
+    def __init__(self, net: keras.Model, recipe: training.Recipe | None = None, *, seed: int = 0,
+                 fast: bool = True):
+        super().__init__(net, recipe, seed=seed, fast=fast)
         recipe = self.recipe
         if recipe.optimizer == "adam":
             self.optimizer = keras.optimizers.Adam(recipe.lr, epsilon=recipe.adam_epsilon)
@@ -38,6 +39,12 @@ class Trainer(training.Trainer):
         self._compiled_step = tf.function(self._graph_step, input_signature=[
             tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32),
             tf.TensorSpec([None], tf.int64)])
+        if not fast:  # the book's Keras: compile() and Keras's own train step
+            if recipe.clip_norm or recipe.weight_decay:
+                raise ValueError("the plain-Keras baseline trains without clipping or weight decay")
+            net.compile(optimizer=self.optimizer,
+                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                        metrics=["sparse_categorical_accuracy"])
 
     @property
     def device(self) -> str:
@@ -71,6 +78,12 @@ class Trainer(training.Trainer):
         return loss, correct
 
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        if not self.fast:
+            # train_on_batch accumulates its metrics across calls; reset them for this batch's.
+            self.net.reset_metrics()
+            logs = self.net.train_on_batch(to_nhwc(images), labels, return_dict=True)
+            return (float(logs["loss"]),
+                    round(float(logs["sparse_categorical_accuracy"]) * len(labels)))
         loss, correct = self._compiled_step(to_nhwc(images), labels)
         return float(loss), int(correct)
 

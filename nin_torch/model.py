@@ -65,7 +65,18 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
         net(torch.zeros(1, spec.in_channels, size, size))  # materialise the lazy layers
     net.spec = spec
     set_weights(net, init_weights(spec, seed))
-    return net
+    # oneDNN's convolutions run channels-last natively: 1.2x (67 px) to 1.7x (224 px) faster
+    # training on this CPU than NCHW (docs/benchmarks.md). Inputs follow in `as_tensor`.
+    return net.to(memory_format=torch.channels_last)
+
+
+def as_tensor(net: nn.Module, images: np.ndarray) -> torch.Tensor:
+    """An NCHW float32 batch on the net's device, in the net's memory format."""
+    weight = next(net.parameters())
+    tensor = torch.from_numpy(images).to(weight.device)
+    if weight.dim() == 4 and weight.is_contiguous(memory_format=torch.channels_last):
+        tensor = tensor.contiguous(memory_format=torch.channels_last)
+    return tensor
 
 
 def layer_shapes(net: nn.Sequential, input_shape: tuple[int, ...]) -> list[shapes.LayerShape]:
@@ -93,13 +104,12 @@ def params_by_layer(net: nn.Sequential) -> dict[str, int]:
 def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = shapes.as_input_batch(net.spec, images)
-    device = next(net.parameters()).device
     was_training = net.training
     net.eval()
     try:
-        with torch.no_grad():
+        with torch.inference_mode():
             return np.concatenate([
-                net(torch.from_numpy(images[start:start + batch_size]).to(device)).cpu().numpy()
+                net(as_tensor(net, images[start:start + batch_size])).cpu().numpy()
                 for start in range(0, len(images), batch_size)])
     finally:
         net.train(was_training)

@@ -10,17 +10,19 @@ from torch import nn
 
 from common import training
 
-from .model import predict_logits
+from .model import as_tensor, predict_logits
 from .weights import from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
     backend = "torch"
 
-    def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0):
-        super().__init__(net, recipe, seed=seed)
+    def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0,
+                 fast: bool = True):
+        super().__init__(net, recipe, seed=seed, fast=fast)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        net.to(self._device)
+        # The book's code path is NCHW; build_nin's nets are channels-last (the fast path).
+        net.to(self._device, memory_format=torch.channels_last if fast else torch.contiguous_format)
         self.loss = nn.CrossEntropyLoss()  # mean over the batch
         recipe = self.recipe
         self._parameters = list(net.parameters())
@@ -64,7 +66,7 @@ class Trainer(training.Trainer):
 
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         self.net.train()
-        images = torch.from_numpy(images).to(self._device)
+        images = as_tensor(self.net, images)
         labels = torch.from_numpy(labels).to(self._device)
         logits = self.net(images)
         loss = self.loss(logits, labels)

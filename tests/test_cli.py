@@ -122,8 +122,42 @@ def test_resources_answers_exercise_3(capsys):
     assert "46,764,746" in capsys.readouterr().out
 
 
+A_FILE = Path(__file__)  # an existing file, for outputs placed "under" a file
+READ_ONLY = Path("/proc")  # a folder in which nobody, root included, can create anything
+
+
 @pytest.mark.parametrize("argv, message", [
     (["shapes", "--backend", "caffe"], "unknown backend 'caffe'"),
+    (["shapes", "--backend", "torch,torch"], "named twice"),
+    (["shapes", "--size", "0"], "--size: must be between 1 and 4096"),
+    (["params", "--num-1x1", "-1"], "--num-1x1: must be between 0 and 8"),
+    (["params", "--model", "alexnet", "--num-1x1", "1"], "applies to NiN only"),
+    (["resources", "--in-channels", "0"], "--in-channels: must be between 1 and 64"),
+    (["resources", "--batch", "many"], "--batch: expected a whole number"),
+    (["resources", "--dropout", "1.5"], "--dropout: must be in [0, 1)"),
+    (["train"], "--backend is required"),
+    (["train", "--backend", "torch", "--epochs", "0"], "--epochs: must be between 1"),
+    (["train", "--backend", "torch", "--seed", "-3"], "--seed: must be between 0"),
+    (["train", "--backend", "torch", "--clip-norm", "nan"], "--clip-norm: must be in"),
+    (["train", "--backend", "torch", "--model", "alexnet", "--size", "96"],
+     "takes exactly 224x224"),
+    (["train", "--backend", "torch", "--out", str(A_FILE / "run")], "is a file, not a folder"),
+    (["train", "--backend", "torch", "--out", str(A_FILE)], "is not a folder"),
+    (["train", "--backend", "torch", "--out", str(READ_ONLY / "nin-run")], "is not writable"),
+    (["compare", "--out", str(A_FILE / "cmp")], "is a file, not a folder"),
+    (["compare", "--resume", "/nonexistent-compare"], "not a nin compare folder"),
+    (["sweep", "--seeds", "4-0"], "bad seed range"),
+    (["sweep", "--seeds", "zero"], "seeds must look like"),
+    (["sweep", "--heads", "relu"], "--heads takes linear, book"),
+    (["sweep", "--out", str(A_FILE / "sweep")], "is a file, not a folder"),
+    (["predict", "--backend", "torch", "--weights", "x.npz", "--n", "0"], "--n: must be between"),
+    (["predict", "--backend", "torch", "--weights", "x.npz", "--out", str(A_FILE / "p.png")],
+     "is a file, not a folder"),
+    (["predict", "--backend", "torch", "--weights", "x.npz", "--out",
+      str(READ_ONLY / "p.png")], "is not writable"),
+    (["convert", "--from", "torch", "--to", "tf", "x.npz", str(A_FILE / "y.npz")],
+     "is a file, not a folder"),
+    (["convert", "--from", "torch", "--to", "tf", "x.npz", "y.pt"], "saved as *.weights.h5"),
     (["shapes", "--size", "50", "--backend", "torch"], "at least 67x67"),
     (["train", "--backend", "torch", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--backend", "torch", "--size", "40"], "at least 67x67"),
@@ -138,6 +172,70 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err
     assert message in error and error.count("\n") == 1 and "Traceback" not in error
+
+
+def test_a_rejected_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for argv in (["train", "--backend", "torch", "--size", "40"],
+                 ["train", "--backend", "torch", "--data-dir", str(tmp_path / "nowhere")],
+                 ["compare", "--data-dir", str(tmp_path / "nowhere")],
+                 ["sweep", "--data-dir", str(tmp_path / "nowhere")]):
+        assert main(argv) == 2, argv
+    assert list(tmp_path.iterdir()) == [], "no runs/ folder may be left behind"
+    capsys.readouterr()
+
+
+def test_a_full_disk_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    import shutil
+    from collections import namedtuple
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10 << 20, 9 << 20, 1 << 20))
+    out = tmp_path / "run"
+    assert main(["train", "--backend", "torch", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert "1 MiB free, a run needs about" in error and error.count("\n") == 1
+    assert not out.exists()
+
+
+def test_predict_refuses_weights_of_another_class_count(tmp_path, capsys):
+    from common.spec import make_spec
+    from common.weights import init_weights, save_weights
+
+    spec = make_spec("nin", num_classes=100)
+    path = save_weights(tmp_path / "cifar100.npz", spec, init_weights(spec, 0))
+    assert main(["predict", "--backend", "torch", "--weights", str(path)]) == 2
+    assert "does not take Fashion-MNIST" in capsys.readouterr().err
+
+
+def test_a_framework_that_fails_to_import_is_one_clear_error(monkeypatch, capsys):
+    """MXNet 1.9 under NumPy >= 1.24 raises AttributeError (np.bool) while importing."""
+    import importlib
+    import sys
+
+    from common import backends
+
+    real = importlib.import_module
+
+    def broken(name, *args, **kwargs):
+        if name == "mxnet":
+            raise AttributeError("module 'numpy' has no attribute 'bool'")
+        return real(name, *args, **kwargs)
+
+    monkeypatch.setattr(backends.importlib, "import_module", broken)
+    monkeypatch.delitem(sys.modules, "nin_mxnet", raising=False)
+    assert main(["params", "--backend", "mxnet"]) == 2
+    error = capsys.readouterr().err
+    assert "mxnet is installed but fails to import (AttributeError" in error
+    assert error.count("\n") == 1
+
+
+def test_core_dependencies_cover_what_every_command_uses():
+    """`pip install '.[torch]'` alone must give a working `nin train` (progress bars, plots)."""
+    import tomllib
+
+    project = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())["project"]
+    assert {"numpy", "tqdm", "matplotlib"} <= set(project["dependencies"])
 
 
 def test_console_script_reports_errors_without_traceback(tmp_path):

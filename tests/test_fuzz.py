@@ -186,9 +186,11 @@ def _apply(blob: bytes, mutation) -> bytes:
     if kind == "spec":
         return _mutated_header(blob, lambda header: {**header, "spec": {
             **header["spec"], mutation[1]: mutation[2]}})
-    shape, dtype = mutation[1], mutation[2]
-    return _rezip(blob, lambda name, content: _npy_claiming(shape, dtype, content[128:160])
-                  if name == "block.0.weight.npy" or name.endswith("0.0.weight.npy") else content)
+    shape, dtype = mutation[1], mutation[2]  # the first convolution's kernel claims it
+    claimed = _rezip(blob, lambda name, content: _npy_claiming(shape, dtype, content[128:160])
+                     if name.endswith(".0.weight.npy") else content)
+    assert claimed != blob
+    return claimed
 
 
 @FUZZ

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..backends import BACKENDS, load_backend
+from ..shapes import count_params
 from ..training import TrainingStopped
 from .common import (RESUME_FLAGS, UsageError, add_training_arguments, backend_list, flag,
                      given_training_flags, progress, run_config)
@@ -82,7 +83,8 @@ def cmd_train(args) -> int:
     if not args.backend:
         raise UsageError(f"--backend is required ({', '.join(BACKENDS)}), or --resume RUN_DIR")
     config = run_config(args)
-    out = check_new_run_dir(args.out or default_run_dir(f"train-{args.backend}"))
+    out = check_new_run_dir(args.out or default_run_dir(f"train-{args.backend}"),
+                            count_params(config.spec()))
     _preflight(config, [args.backend])
     _announce(config)
     out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +128,7 @@ def _resume_train(args) -> int:
                          f"({checkpoint.describe()}); --epochs must be at least {state.epoch + 1}")
     backend = args.backend or checkpoint.backend
     if args.out:
-        out = check_new_run_dir(args.out)
+        out = check_new_run_dir(args.out, count_params(config.spec()))
     else:
         out = run_dir
         check_resumable(checkpoint, backend=backend)
@@ -164,7 +166,8 @@ def cmd_compare(args) -> int:
     else:
         config = run_config(args)
         backends = backend_list(args.backends or "all")
-        out = check_new_run_dir(args.out or default_run_dir("compare"))
+        out = check_new_run_dir(args.out or default_run_dir("compare"),
+                                len(backends) * count_params(config.spec()))
     _preflight(config, backends)
     _announce(config)
     out.mkdir(parents=True, exist_ok=True)
@@ -207,7 +210,9 @@ def cmd_sweep(args) -> int:
     backends = backend_list(args.backends)
     variants = sweep_variants(config, args.heads)
     out = Path(args.out or default_run_dir("sweep"))
-    check_writable_parent(out)
+    # Finished sweep runs keep weights.npz and the native file: 8 bytes per parameter.
+    check_writable_parent(out / "sweep.json", 8 * count_params(config.spec())
+                          * len(variants) * len(backends) * len(seeds))
     check_manifest(out, variants, backends, seeds)
     _preflight(config, backends)
     _announce(config)
