@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import sys
 from types import ModuleType
 
 # name -> (package, framework module it needs, pip extra)
@@ -45,16 +44,20 @@ def load_backend(name: str) -> ModuleType:
     if not is_installed(name):
         raise BackendUnavailable(f"backend {name!r} needs {framework}, which is not installed; "
                                  f"run `make setup` or pip install 'nin-reference[{extra}]'")
-    if package not in sys.modules:
+    try:
+        return importlib.import_module(package)  # which imports (and configures) the framework
+    except BackendUnavailable:
+        raise
+    except Exception as error:  # frameworks fail in many ways (ImportError, AttributeError, OSError)
         try:
             importlib.import_module(framework)
-        except Exception as error:  # frameworks fail in many ways (ImportError, AttributeError, OSError)
+        except Exception:
             first = (str(error).strip().splitlines() or [""])[0][:200]
             raise BackendUnavailable(
                 f"backend {name!r}: {framework} is installed but fails to import "
                 f"({type(error).__name__}: {first}); reinstall with `make setup`, whose "
                 "constraints.txt pins versions that work together") from None
-    return importlib.import_module(package)
+        raise  # the framework imports: the error is the backend package's own
 
 
 def installed_backends() -> list[str]:

@@ -68,12 +68,12 @@ class RunConfig:
     def test_images(self) -> int:
         return self.test_limit or SPLIT_SIZES["test"]
 
-    def describe(self) -> str:
-        """One sentence for logs and report headers."""
+    def describe(self, *, seed: bool = True) -> str:
+        """One sentence for logs and report headers (without the seed for a sweep's runs)."""
         return (f"{self.spec().describe()} at {self.size}x{self.size}, {self.epochs} epoch(s) "
                 f"on {self.train_images:,} training images, batch {self.batch_size}, "
-                f"{self.recipe.describe()}, seed {self.seed}; tested on "
-                f"{self.test_images:,} test images")
+                f"{self.recipe.describe()}" + (f", seed {self.seed}" if seed else "")
+                + f"; tested on {self.test_images:,} test images")
 
     def head_sentence(self) -> str:
         """Says plainly when the model is not the book's head (the CLI's first line)."""

@@ -99,3 +99,62 @@ def plot_sweep(accuracies: dict[tuple[str, str], np.ndarray], variants: Sequence
     axis.set_ylabel("test accuracy")
     axis.grid(axis="y", alpha=0.3)
     return _save(plt, figure, path, title or "Test accuracy per seed (bar: mean)")
+
+
+def plot_bench(rows, path: str | Path, title: str = "") -> Path:
+    """Images per second per backend, one panel per input size: baseline and fast training,
+    the real loop, and inference side by side."""
+    plt = _pyplot()
+    rows = [row for row in rows if not row.busy]
+    sizes = sorted({row.size for row in rows})
+    backends = list(dict.fromkeys(row.backend for row in rows))
+    kinds = [("train", True, "train, baseline"), ("train", False, "train, fast"),
+             ("train-loop", False, "real loop"), ("infer", True, "infer, baseline"),
+             ("infer", False, "infer, fast")]
+    kinds = [kind for kind in kinds if any((row.mode, row.baseline) == kind[:2] for row in rows)]
+    figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 3.8), squeeze=False,
+                                constrained_layout=True)
+    width = 0.8 / len(kinds)
+    for axis, size in zip(axes[0], sizes):
+        for index, (mode, baseline, label) in enumerate(kinds):
+            values = [next((row.img_per_s for row in rows if (row.backend, row.mode, row.size,
+                           row.baseline) == (name, mode, size, baseline)), 0.0)
+                      for name in backends]
+            axis.bar(np.arange(len(backends)) + (index - (len(kinds) - 1) / 2) * width, values,
+                     width, label=label, hatch="//" if baseline else None,
+                     color=plt.cm.tab10(index))
+        axis.set_xticks(np.arange(len(backends)), backends)
+        axis.set_title(f"{size}x{size}, batch {rows[0].batch}")
+        axis.set_ylabel("images / s")
+        axis.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    return _save(plt, figure, path, title or "NiN throughput (higher is better)")
+
+
+def plot_plateau(curves: dict[tuple[str, str, int], list[tuple[int, int, float]]],
+                 path: str | Path, title: str = "") -> Path:
+    """Live class maps and training loss over the first steps, one line per
+    (recipe, backend, seed): the book's head losing classes, and the 2.303 plateau."""
+    plt = _pyplot()
+    recipes = list(dict.fromkeys(recipe for recipe, _, _ in curves))
+    figure, axes = plt.subplots(2, len(recipes), figsize=(5.5 * len(recipes), 6.4),
+                                squeeze=False, sharex=True, constrained_layout=True)
+    for column, recipe in enumerate(recipes):
+        for (label, backend, seed), curve in curves.items():
+            if label != recipe:
+                continue
+            steps, live, loss = zip(*curve)
+            style = dict(color=BACKEND_COLORS.get(backend), alpha=0.75, lw=1.2,
+                         label=f"{backend} seed {seed}")
+            axes[0][column].plot(steps, live, **style)
+            axes[1][column].plot(steps, loss, **style)
+        axes[0][column].set_title(f"book's head, {recipe}")
+        axes[0][column].set_ylabel("live class maps")
+        axes[0][column].set_ylim(-0.3, 10.3)
+        axes[1][column].set_ylabel("training loss")
+        axes[1][column].axhline(np.log(10), color="gray", ls="--", lw=1)
+        axes[1][column].set_xlabel("step")
+        for axis in axes[:, column]:
+            axis.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=6, ncol=3)
+    return _save(plt, figure, path, title or "Dead class maps and the ln(10) = 2.303 plateau")

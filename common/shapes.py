@@ -147,6 +147,12 @@ def check_input_shape(spec: Spec, shape: tuple[int, ...]) -> None:
                          f"got {height}x{width}")
 
 
+def check_layer_name(spec: Spec, name: str) -> None:
+    if name not in spec.layer_names():
+        raise ValueError(f"{spec.describe()} has no layer {name!r}; its layers are "
+                         f"{', '.join(spec.layer_names())}")
+
+
 def as_input_batch(spec: Spec, images) -> np.ndarray:
     """Validate an NCHW image batch for `spec` and return it as contiguous float32."""
     array = np.asarray(images)

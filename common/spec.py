@@ -173,6 +173,8 @@ def spec_from_dict(data: dict) -> Spec:
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise ValueError("spec options must be a dict")
+    options = {key: tuple(value) if isinstance(value, list) else value  # JSON has no tuples
+               for key, value in options.items()}
     return Spec(data["name"], top["in_channels"], top["num_classes"], tuple(layers),
                 top["input_size"], dict(options))
 
@@ -194,9 +196,10 @@ def _checked(fields: dict) -> dict:
     return fields
 
 
-# The book's blocks: (out_channels, kernel_size, stride, padding); the last one's width is the
-# number of classes, so it is filled in by `nin_spec`.
+# The book's blocks: (out_channels, kernel_size, stride, padding); the widths of the first three
+# are `nin_spec`'s `widths`, the last one's is the number of classes.
 NIN_BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (None, 3, 1, 1))
+BOOK_WIDTHS = (96, 256, 384)
 
 
 def nin_block_convs(out_channels: int, kernel_size: int, stride: int, padding: int,
@@ -213,36 +216,74 @@ def nin_block_convs(out_channels: int, kernel_size: int, stride: int, padding: i
 
 
 def nin_spec(*, in_channels: int = 1, num_classes: int = 10, num_1x1: int = 2,
-             dropout: float = 0.5, final_relu: bool = True, input_size: int = 224) -> Spec:
+             dropout: float = 0.5, final_relu: bool = True, head_width: int = 0,
+             widths: tuple[int, int, int] = BOOK_WIDTHS, input_size: int = 224) -> Spec:
     """The book's Fashion-MNIST NiN (d2l 7.3), with the chapter's exercises as options.
 
-    `final_relu=False` gives the linear head: the class maps that global average pooling
-    turns into logits are the last convolution's output, not its ReLU. A ReLU there lets a
-    class map that is <= 0 on every image stop receiving gradient, and that class is then
-    never predicted (docs/training.md measures it). Same shapes, same parameters.
+    - `num_1x1`: 1x1 convolutions per block (exercise 2 removes one).
+    - `final_relu=False` gives the linear head: the class maps that global average pooling
+      turns into logits are the last convolution's output, not its ReLU. A ReLU there lets a
+      class map that is <= 0 on every image stop receiving gradient, and that class is then
+      never predicted (docs/training.md measures it). Same shapes, same parameters.
+    - `head_width > 0` gives a gradual head (exercise 4): a NiN block of that width between
+      the last 384-channel block and the class block, instead of squeezing 384 channels to
+      the classes in one step.
+    - `widths`: the three feature blocks' channels (exercise 5's family varies them).
     """
     _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
-    if num_1x1 < 0:
-        raise ValueError(f"num_1x1 must be >= 0, got {num_1x1}")
+    if isinstance(num_1x1, bool) or not isinstance(num_1x1, int) or num_1x1 < 0:
+        raise ValueError(f"num_1x1 must be a whole number >= 0, got {num_1x1!r}")
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if not isinstance(final_relu, bool):
         raise ValueError(f"final_relu must be True or False, got {final_relu!r}")
+    if isinstance(head_width, bool) or not isinstance(head_width, int) or head_width < 0:
+        raise ValueError(f"head_width must be a whole number >= 0 (0: none), got {head_width!r}")
+    widths = tuple(widths)
+    if len(widths) != 3:
+        raise ValueError(f"widths are the three feature blocks' channels, got {widths!r}")
+    _check_positive(**{f"width {index + 1}": width for index, width in enumerate(widths)})
+    blocks = [(width, *geometry) for width, (_, *geometry) in zip(widths, NIN_BLOCKS)]
     layers: list[Layer] = []
-    for index, (width, kernel, stride, padding) in enumerate(NIN_BLOCKS):
-        last = index == len(NIN_BLOCKS) - 1
-        if last:
-            # Dropout sits between the third pool and the classifier block, as in the book.
-            layers.append(Dropout(dropout))
-        layers.append(ConvBlock(nin_block_convs(num_classes if last else width, kernel, stride,
-                                                padding, num_1x1, final_relu or not last)))
-        if not last:
-            # Pooling is outside the block, as the book has it, so a block is only convolutions.
-            layers.append(MaxPool(3, 2))
+    for width, kernel, stride, padding in blocks:
+        layers.append(ConvBlock(nin_block_convs(width, kernel, stride, padding, num_1x1)))
+        # Pooling is outside the block, as the book has it, so a block is only convolutions.
+        layers.append(MaxPool(3, 2))
+    # Dropout sits between the third pool and the classifier block, as in the book.
+    layers.append(Dropout(dropout))
+    _, kernel, stride, padding = NIN_BLOCKS[-1]
+    if head_width:
+        layers.append(ConvBlock(nin_block_convs(head_width, kernel, stride, padding, num_1x1)))
+    layers.append(ConvBlock(nin_block_convs(num_classes, kernel, stride, padding, num_1x1,
+                                            final_relu)))
     layers += [GlobalAvgPool(), Flatten()]
     options = dict(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
-                   dropout=dropout, final_relu=final_relu, input_size=input_size)
+                   dropout=dropout, final_relu=final_relu, head_width=head_width,
+                   widths=widths, input_size=input_size)
     return Spec("nin", in_channels, num_classes, tuple(layers), input_size, options)
+
+
+# Exercise 5: a family of NiN-like networks, as VGG-11/16/19 are, growing width and depth
+# together: (widths of the three feature blocks, 1x1 convolutions per block). NiN-M is the
+# book's network.
+NIN_FAMILY = {"nin-s": ((64, 192, 256), 1), "nin-m": (BOOK_WIDTHS, 2),
+              "nin-l": ((128, 384, 512), 3)}
+
+
+def _family_member(name: str, widths: tuple[int, int, int], num_1x1: int):
+    def factory(*, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
+                final_relu: bool = True, head_width: int = 0, input_size: int = 224) -> Spec:
+        spec = nin_spec(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
+                        dropout=dropout, final_relu=final_relu, head_width=head_width,
+                        widths=widths, input_size=input_size)
+        options = {key: value for key, value in spec.options.items()
+                   if key not in ("widths", "num_1x1")}
+        return replace(spec, name=name, options=options)
+
+    factory.__name__ = name.replace("-", "_") + "_spec"
+    factory.__doc__ = (f"{name.upper()}: NiN with feature blocks of {widths} channels and "
+                       f"{num_1x1} 1x1 convolution(s) per block (exercise 5).")
+    return factory
 
 
 def alexnet_spec(*, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
@@ -267,7 +308,8 @@ def alexnet_spec(*, in_channels: int = 1, num_classes: int = 10, dropout: float 
     return Spec("alexnet", in_channels, num_classes, layers, input_size, options)
 
 
-SPECS = {"nin": nin_spec, "alexnet": alexnet_spec}
+SPECS = {"nin": nin_spec, "alexnet": alexnet_spec,
+         **{name: _family_member(name, *shape) for name, shape in NIN_FAMILY.items()}}
 
 
 def make_spec(spec: Spec | str | None = None, **overrides) -> Spec:

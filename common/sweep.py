@@ -87,6 +87,14 @@ def run_sweep(variants: list[Variant], backends: list[str], seeds: list[int], ou
               title: str = "Seed sweep", stop_requested=None, progress: bool | None = None,
               log=print) -> Path:
     """Train every (variant, backend, seed) not yet done in `out`; write and return the report."""
+    train_sweep(variants, backends, seeds, out, stop_requested=stop_requested,
+                progress=progress, log=log)
+    return write_report(out, variants, backends, seeds, title=title)
+
+
+def train_sweep(variants: list[Variant], backends: list[str], seeds: list[int], out: Path, *,
+                stop_requested=None, progress: bool | None = None, log=print) -> None:
+    """Train every (variant, backend, seed) not yet done in `out` (seed-major order)."""
     out = Path(out)
     check_manifest(out, variants, backends, seeds)
     out.mkdir(parents=True, exist_ok=True)
@@ -105,7 +113,6 @@ def run_sweep(variants: list[Variant], backends: list[str], seeds: list[int], ou
                 ensure_run(backend, config, run_folder(out, variant, backend, seed),
                            stop_requested=stop_requested, keep_checkpoint=False,
                            progress=progress, log=log)
-    return write_report(out, variants, backends, seeds, title=title)
 
 
 # -- statistics --------------------------------------------------------------------------------
@@ -189,7 +196,7 @@ def write_report(out: Path, variants: list[Variant], backends: list[str], seeds:
                  f"{key} {value}" for key, value in framework_versions(name).items())
                  for name in backends) + ".", ""]
     for variant in variants:
-        lines += [f"- **{variant.label}**: {variant.config.describe().replace('seed 0; ', '')}"]
+        lines += [f"- **{variant.label}**: {variant.config.describe(seed=False)}"]
         sentence = variant.config.head_sentence()
         if sentence:
             lines[-1] += f" {sentence}"

@@ -269,6 +269,7 @@ class Trainer:
         self.total_steps: int | None = None
         self.state: TrainingState | None = None        # of the last fit
         self.test_predictions: np.ndarray | None = None  # after the last scored epoch
+        self.data_seconds = 0.0
 
     # -- framework hooks -------------------------------------------------------------------
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
@@ -348,10 +349,12 @@ class Trainer:
                              f"of {steps_per_epoch} batches")
         self.total_steps = epochs * steps_per_epoch
         self.step_count = state.step
+        self.data_seconds = 0.0  # spent waiting for batches (nin bench --real-data reports it)
         log_every = log_every or default_log_every(steps_per_epoch)
         for epoch in range(state.epoch, epochs):
             start = time.perf_counter() - state.epoch_seconds
-            bar = tqdm(train_data.epoch(epoch, start_batch=state.batch), total=steps_per_epoch,
+            bar = tqdm(self._timed(train_data.epoch(epoch, start_batch=state.batch)),
+                       total=steps_per_epoch,
                        initial=state.batch, leave=False,
                        desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
                        disable=None if progress is None else not progress)
@@ -378,7 +381,7 @@ class Trainer:
                     if on_point:
                         on_point(point)
                 bar.set_postfix(loss=f"{state.epoch_sums.loss / state.epoch_sums.seen:.3f}",
-                                acc=f"{state.epoch_sums.correct / state.epoch_sums.seen:.3f}")
+                                acc=f"{state.epoch_sums.correct / state.epoch_sums.seen:.4f}")
                 if state.batch == steps_per_epoch:
                     break  # the epoch's end is checkpointed below, after the test score
                 state.epoch_seconds = time.perf_counter() - start
@@ -410,6 +413,18 @@ class Trainer:
             if reason and epoch + 1 < epochs:
                 raise TrainingStopped(reason, state)
         return state.history
+
+    def _timed(self, batches):
+        """`batches`, adding the time each takes to arrive to ``self.data_seconds``."""
+        batches = iter(batches)
+        while True:
+            start = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                return
+            self.data_seconds += time.perf_counter() - start
+            yield batch
 
     @classmethod
     def train(cls, net, train_data, test_data=None, *, epochs: int, lr: float = 2e-3,

@@ -1,7 +1,8 @@
 """NiN in MXNet Gluon: ``import nin_mxnet as nin`` gives the same API as nin_torch and nin_tf."""
 
-from .model import (build_nin, count_params, layer_shapes, nin_block, params_by_layer,
-                    predict_logits)
+from .bench import gemm_seconds
+from .model import (build_nin, count_params, layer_output, layer_shapes, nin_block,
+                    params_by_layer, predict_logits)
 from .train import Trainer, evaluate, train
 from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,
                       load_native, save_native, set_weights)
@@ -10,6 +11,7 @@ BACKEND = "mxnet"
 
 __all__ = [
     "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
-    "export_weights", "get_weights", "import_weights", "layer_shapes", "load_native",
-    "nin_block", "params_by_layer", "predict_logits", "save_native", "set_weights", "train",
+    "export_weights", "gemm_seconds", "get_weights", "import_weights", "layer_output",
+    "layer_shapes", "load_native", "nin_block", "params_by_layer", "predict_logits",
+    "save_native", "set_weights", "train",
 ]

@@ -109,3 +109,17 @@ def predict_logits(net: nn.Block, images, batch_size: int = 256) -> np.ndarray:
         return np.concatenate([
             net(nd.array(images[start:start + batch_size], ctx=ctx)).asnumpy()
             for start in range(0, len(images), batch_size)])
+
+
+def layer_output(net: nn.HybridSequential, images, name: str) -> np.ndarray:
+    """The output (NCHW) of the top-level layer `name` for NCHW `images`, in inference mode:
+    a look inside, e.g. at the class maps of the last NiN block."""
+    images = shapes.as_input_batch(net.spec, images)
+    shapes.check_layer_name(net.spec, name)
+    x = nd.array(images, ctx=_context(net))
+    with autograd.predict_mode():
+        for layer_name, layer in zip(net.spec.layer_names(), net):
+            x = layer(x)
+            if layer_name == name:
+                return x.asnumpy()
+

@@ -139,3 +139,17 @@ def predict_logits(net: keras.Model, images, batch_size: int = 256) -> np.ndarra
     forward = _inference_function(net)
     return np.concatenate([forward(images[start:start + batch_size]).numpy()
                            for start in range(0, len(images), batch_size)])
+
+
+def layer_output(net: keras.Sequential, images, name: str) -> np.ndarray:
+    """The output (reported NCHW) of the top-level layer `name` for NCHW `images`, in
+    inference mode: a look inside, e.g. at the class maps of the last NiN block."""
+    images = to_nhwc(shapes.as_input_batch(net.spec, images))
+    shapes.check_layer_name(net.spec, name)
+    x = images
+    for layer in net.layers:
+        x = layer(x, training=False)
+        if layer.name == name:
+            x = keras.ops.convert_to_numpy(x)
+            return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+

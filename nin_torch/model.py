@@ -113,3 +113,22 @@ def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
                 for start in range(0, len(images), batch_size)])
     finally:
         net.train(was_training)
+
+
+def layer_output(net: nn.Sequential, images, name: str) -> np.ndarray:
+    """The output (NCHW) of the top-level layer `name` for NCHW `images`, in inference mode:
+    a look inside, e.g. at the class maps of the last NiN block."""
+    images = shapes.as_input_batch(net.spec, images)
+    shapes.check_layer_name(net.spec, name)
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            x = as_tensor(net, images)
+            for child_name, layer in net.named_children():
+                x = layer(x)
+                if child_name == name:
+                    return x.contiguous().cpu().numpy()
+    finally:
+        net.train(was_training)
+

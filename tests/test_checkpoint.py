@@ -4,7 +4,6 @@ a full disk, cross-framework continuation and checkpoint validation."""
 from __future__ import annotations
 
 import errno
-import os
 import random
 import shutil
 import signal
@@ -22,7 +21,7 @@ from common.checkpoint import (CheckpointError, check_resumable, checkpoint_fold
 from common.cli import main
 from common.config import PRESETS
 from common.runs import load_result, train_run
-from common.training import TrainingDiverged, TrainingStopped
+from common.training import TrainingStopped
 from common.weights import load_weights
 
 from .conftest import get_backend

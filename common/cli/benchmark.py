@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .common import backend_list, whole
 
 
 def cmd_bench(args) -> int:
     from ..bench import run_bench
+    from ..runs import check_writable_parent
+    from ..shapes import check_input_shape
+    from ..spec import make_spec
 
+    for size in args.size:
+        check_input_shape(make_spec("nin"), (1, 1, size, size))
+    for path in (args.out, args.json):
+        if path:
+            check_writable_parent(Path(path))
     run_bench(backend_list(args.backends), sizes=args.size, batch_size=args.batch,
-              steps=args.steps, out=args.out)
+              steps=args.steps, repeats=args.repeats, baseline=args.baseline,
+              real_data=args.real_data, busy=args.busy, out=args.out, json_path=args.json)
     return 0
 
 
@@ -20,5 +31,16 @@ def add_commands(commands) -> None:
     sub.add_argument("--backends", default="all")
     sub.add_argument("--size", type=whole(1, 4096), nargs="+", default=[67, 224])
     sub.add_argument("--batch", type=whole(1, 65_536), default=64)
-    sub.add_argument("--steps", type=whole(1, 10_000), default=5)
-    sub.add_argument("--out", help="also write the table (Markdown) to this file")
+    sub.add_argument("--steps", type=whole(1, 10_000), default=5, help="timed steps per block")
+    sub.add_argument("--repeats", type=whole(1, 100), default=3,
+                     help="timed blocks; each figure is their median")
+    sub.add_argument("--baseline", action="store_true",
+                     help="also time the book's code path (eager NCHW torch, imperative "
+                          "Gluon, plain Keras)")
+    sub.add_argument("--real-data", action="store_true",
+                     help="also time the real training loop on Fashion-MNIST, with the "
+                          "loader's share")
+    sub.add_argument("--busy", action="store_true",
+                     help="also time training while another process keeps the cores busy")
+    sub.add_argument("--out", help="write the Markdown report (and a PNG chart beside it)")
+    sub.add_argument("--json", help="write the rows as JSON")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import math
 from dataclasses import replace
 
 from ..backends import BACKENDS, check_backend_name
-from ..spec import make_spec
+from ..spec import SPECS, make_spec
 
 EXIT_USAGE = 2
 
@@ -76,10 +77,16 @@ def backend_list(value: str) -> list[str]:
 
 def add_spec_arguments(parser: argparse.ArgumentParser, *, training: bool = False) -> None:
     group = parser.add_argument_group("model")
-    group.add_argument("--model", choices=["nin", "alexnet"], default=None if training else "nin")
+    group.add_argument("--model", choices=list(SPECS), default=None if training else "nin",
+                       help="nin (the book's), nin-s/nin-m/nin-l (exercise 5's family), alexnet")
     group.add_argument("--num-1x1", type=whole(0, 8),
                        help="1x1 convolutions per NiN block (default 2; exercise 2)")
     group.add_argument("--dropout", type=fraction(0, 1), help="dropout rate (default 0.5)")
+    group.add_argument("--head-width", type=whole(0, 4096),
+                       help="a gradual head: a block of this width before the class block "
+                            "(exercise 4; default 0, the book's one-step squeeze)")
+    group.add_argument("--widths", type=widths,
+                       help="channels of the three feature blocks (default 96,256,384)")
     head = group.add_mutually_exclusive_group()
     head.add_argument("--book-head", dest="final_relu", action="store_const", const=True,
                       help="the book's head: ReLU on the class maps (the default model's)")
@@ -90,14 +97,32 @@ def add_spec_arguments(parser: argparse.ArgumentParser, *, training: bool = Fals
         group.add_argument("--num-classes", type=whole(1, 100_000), help="classes (default 10)")
 
 
+def widths(text: str) -> tuple[int, int, int]:
+    try:
+        values = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected three whole numbers like 96,256,384, "
+                                         f"got {text!r}") from None
+    if len(values) != 3 or not all(1 <= value <= 4096 for value in values):
+        raise argparse.ArgumentTypeError(f"expected three widths in 1..4096, got {text!r}")
+    return values
+
+
+widths.__name__ = "widths"
+
+SPEC_FLAGS = {"num_1x1": "--num-1x1", "dropout": "--dropout", "in_channels": "--in-channels",
+              "num_classes": "--num-classes", "final_relu": "--book-head/--linear-head",
+              "head_width": "--head-width", "widths": "--widths"}
+
+
 def spec_options(args) -> dict:
-    names = ["num_1x1", "dropout", "in_channels", "num_classes", "final_relu"]
-    options = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
+    options = {name: getattr(args, name) for name in SPEC_FLAGS
+               if getattr(args, name, None) is not None}
     model = getattr(args, "model", None) or "nin"
-    if model == "alexnet":
-        for name, flag in (("num_1x1", "--num-1x1"), ("final_relu", "--book-head/--linear-head")):
-            if name in options:
-                raise UsageError(f"{flag} applies to NiN only")
+    allowed = inspect.signature(SPECS[model]).parameters
+    for name in options:
+        if name not in allowed:
+            raise UsageError(f"{SPEC_FLAGS[name]} does not apply to --model {model}")
     return options
 
 
@@ -154,7 +179,7 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def given_training_flags(args) -> set[str]:
-    names = {"model", "num_1x1", "dropout", "final_relu", "recipe", *CONFIG_FLAGS, *RECIPE_FLAGS}
+    names = {"model", *SPEC_FLAGS, "recipe", *CONFIG_FLAGS, *RECIPE_FLAGS}
     return {name for name in names if getattr(args, name, None) is not None}
 
 
@@ -168,9 +193,8 @@ def run_config(args):
 
     config = PRESETS[args.recipe or DEFAULT_PRESET]
     model = args.model or config.model
-    options = dict(config.spec_options) if model == config.model else {}
-    if model == "alexnet":
-        options.pop("final_relu", None)
+    allowed = inspect.signature(SPECS[model]).parameters  # the preset's head, where it applies
+    options = {key: value for key, value in config.spec_options.items() if key in allowed}
     options.update(spec_options(args))
     recipe = replace(config.recipe, **{field: getattr(args, name)
                                        for name, field in RECIPE_FLAGS.items()
