@@ -2,6 +2,7 @@
 
 from .model import (build_nin, count_params, layer_shapes, nin_block, params_by_layer,
                     predict_logits)
+from .export import export_onnx
 from .train import Trainer, evaluate, train
 from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,
                       load_native, save_native, set_weights)
@@ -10,6 +11,7 @@ BACKEND = "mxnet"
 
 __all__ = [
     "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
-    "export_weights", "get_weights", "import_weights", "layer_shapes", "load_native",
-    "nin_block", "params_by_layer", "predict_logits", "save_native", "set_weights", "train",
+    "export_onnx", "export_weights", "get_weights", "import_weights", "layer_shapes",
+    "load_native", "nin_block", "params_by_layer", "predict_logits", "save_native",
+    "set_weights", "train",
 ]

@@ -20,6 +20,7 @@ if keras.backend.backend() != "tensorflow":
 
 from .model import (build_nin, count_params, layer_shapes, nin_block,  # noqa: E402
                     params_by_layer, predict_logits)
+from .export import export_onnx  # noqa: E402
 from .train import Trainer, evaluate, train  # noqa: E402
 from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,  # noqa: E402
                       load_native, save_native, set_weights)
@@ -28,6 +29,7 @@ BACKEND = "tf"
 
 __all__ = [
     "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
-    "export_weights", "get_weights", "import_weights", "layer_shapes", "load_native",
-    "nin_block", "params_by_layer", "predict_logits", "save_native", "set_weights", "train",
+    "export_onnx", "export_weights", "get_weights", "import_weights", "layer_shapes",
+    "load_native", "nin_block", "params_by_layer", "predict_logits", "save_native",
+    "set_weights", "train",
 ]
