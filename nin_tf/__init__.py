@@ -19,6 +19,7 @@ if keras.backend.backend() != "tensorflow":
         f"{keras.backend.backend()!r} backend; import nin_tf first or unset KERAS_BACKEND")
 
 from .bench import gemm_seconds  # noqa: E402
+from .export import export_onnx  # noqa: E402
 from .model import (build_nin, count_params, layer_output, layer_shapes, nin_block,  # noqa: E402
                     params_by_layer, predict_logits)
 from .train import Trainer, evaluate, train  # noqa: E402
@@ -29,7 +30,7 @@ BACKEND = "tf"
 
 __all__ = [
     "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
-    "export_weights", "gemm_seconds", "get_weights", "import_weights", "layer_output",
-    "layer_shapes", "load_native", "nin_block", "params_by_layer", "predict_logits",
-    "save_native", "set_weights", "train",
+    "export_onnx", "export_weights", "gemm_seconds", "get_weights", "import_weights",
+    "layer_output", "layer_shapes", "load_native", "nin_block", "params_by_layer",
+    "predict_logits", "save_native", "set_weights", "train",
 ]

@@ -1,4 +1,4 @@
-"""``nin predict`` and ``nin convert``: trained weights, in any framework."""
+"""``nin predict`` and ``nin convert``: trained weights, in any framework or in onnxruntime."""
 
 from __future__ import annotations
 
@@ -36,6 +36,19 @@ def load_weights_into(backend, path: Path, spec_args):
     return net
 
 
+def weights_in(path: Path) -> Path:
+    """`path`, or the weights.npz of the run folder `path`."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "weights.npz").is_file():
+            raise UsageError(f"{path} is a folder without weights.npz (a run folder has one "
+                             "once its training has finished)")
+        return path / "weights.npz"
+    if not path.is_file():
+        raise UsageError(f"weights file {path} does not exist")
+    return path
+
+
 def run_config_beside(path: Path):
     """The RunConfig recorded in the run folder that holds `path`, or None."""
     from ..config import RunConfig
@@ -70,28 +83,42 @@ def cmd_predict(args) -> int:
     from ..plots import plot_predictions
     from ..runs import check_writable_parent
 
-    weights = Path(args.weights)
-    out = Path(args.out or weights.with_name(f"predictions-{args.backend}.png"))
+    if args.onnx and args.backend:
+        raise UsageError("--backend does not go with --onnx: onnxruntime runs the model")
+    if args.weights and not args.backend:
+        raise UsageError("--weights needs --backend (or give an exported model with --onnx)")
+    weights = weights_in(args.weights) if args.weights else Path(args.onnx)
+    runner = "onnxruntime" if args.onnx else args.backend
+    out = Path(args.out or weights.with_name(f"predictions-{runner}.png"))
     if out.exists() and not args.force:
         raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
     if out.exists() and not out.is_file():
         raise UsageError(f"{out} is not a file; choose another --out")
     check_writable_parent(out)
-    backend = load_backend(args.backend)
-    net = load_weights_into(backend, weights, args)
-    if net.spec.in_channels != 1 or net.spec.num_classes != 10:
-        raise UsageError(f"{weights} holds {net.spec.describe()}, which does not take "
+    if args.onnx:  # onnxruntime alone: no framework is imported
+        from ..onnx import OnnxModel
+
+        model = OnnxModel(weights)
+        spec, (size, standardize), predict_logits = (model.spec, model.input_treatment,
+                                                     model.predict_logits)
+    else:
+        backend = load_backend(args.backend)
+        net = load_weights_into(backend, weights, args)
+        spec, (size, standardize) = net.spec, input_treatment(weights, net.spec)
+
+        def predict_logits(images):
+            return backend.predict_logits(net, images)
+    if spec.in_channels != 1 or spec.num_classes != 10:
+        raise UsageError(f"{weights} holds {spec.describe()}, which does not take "
                          "Fashion-MNIST (1 channel, 10 classes)")
-    size, standardize = input_treatment(weights, net.spec)
     size = args.size or size
     fashion = load_fashion_mnist(args.data_dir)
     images = fashion.test_images[:args.n]
     labels = fashion.test_labels[:args.n].astype(np.int64)
-    predicted = backend.predict_logits(
-        net, to_model_input(images, size, standardize=standardize)).argmax(axis=1)
+    predicted = predict_logits(to_model_input(images, size, standardize=standardize)).argmax(axis=1)
     right = int((predicted == labels).sum())
     plot_predictions(images, labels, predicted, out,
-                     title=f"{backend.BACKEND}: {right}/{args.n} right (true / predicted)")
+                     title=f"{runner}: {right}/{args.n} right (true / predicted)")
     print(f"{right} of {args.n} right; grid: {out}")
     return 0
 
@@ -109,7 +136,7 @@ def cmd_convert(args) -> int:
     if out.suffix != ".npz" and not out.name.endswith(target.NATIVE_SUFFIX):
         raise UsageError(f"{out.name}: {args.to} weights are saved as *{target.NATIVE_SUFFIX} "
                          "(or give a .npz for the interchange format)")
-    net = load_weights_into(source, Path(args.input), args)
+    net = load_weights_into(source, weights_in(args.input), args)
     converted = target.build_nin(net.spec)
     target.set_weights(converted, source.get_weights(net))
     if out.suffix == ".npz":
@@ -124,8 +151,11 @@ def add_commands(commands) -> None:
     text = "a PNG grid of test images with true and predicted labels"
     sub = commands.add_parser("predict", help=text, description=text)
     sub.set_defaults(function=cmd_predict)
-    sub.add_argument("--backend", required=True, choices=list(BACKENDS))
-    sub.add_argument("--weights", required=True, help="weights.npz or the backend's native file")
+    sub.add_argument("--backend", choices=list(BACKENDS), help="the framework that runs --weights")
+    model = sub.add_mutually_exclusive_group(required=True)
+    model.add_argument("--weights", help="a run folder, weights.npz or the backend's native file")
+    model.add_argument("--onnx", metavar="MODEL.onnx",
+                       help="a model from `nin export`, run on onnxruntime alone")
     sub.add_argument("--n", type=whole(1, 100), default=10, help="how many test images (1-100)")
     sub.add_argument("--size", type=whole(1, 4096), help="input size (default: the run's)")
     sub.add_argument("--data-dir")
@@ -138,7 +168,7 @@ def add_commands(commands) -> None:
     sub.set_defaults(function=cmd_convert)
     sub.add_argument("--from", required=True, choices=list(BACKENDS))
     sub.add_argument("--to", required=True, choices=list(BACKENDS))
-    sub.add_argument("input", help="weights.npz or the source framework's native file")
+    sub.add_argument("input", help="a run folder, weights.npz or the source framework's native file")
     sub.add_argument("output", help="the target's native file, or .npz")
     sub.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     add_spec_arguments(sub)

@@ -1,0 +1,44 @@
+"""An MXNet Gluon NiN as an ONNX model (the interface is :mod:`common.onnx`'s).
+
+``mx.onnx.export_model`` on the symbol the hybridized network traces to. It has no opset
+argument: it stamps the newest opset the installed onnx package knows (23 for onnx 1.18, which
+MXNet's op translations predate) and picks those translations by the same number, so the
+export pins ``onnx.defs.onnx_opset_version`` to the requested opset for the call.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from unittest import mock
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from common import onnx as onnx_io
+from common.shapes import min_input_size
+
+
+def export_onnx(net: nn.HybridBlock, path: str | Path, *, opset: int = onnx_io.DEFAULT_OPSET,
+                input_treatment: tuple[int, bool] | None = None) -> Path:
+    """Write `net` as an ONNX model at `path`, checked; `input_treatment` is the
+    (size, standardize) its weights were trained with, kept in the model's metadata."""
+    import onnx
+
+    spec = net.spec
+    size = spec.input_size if spec.fixed_input_size else None
+    # Called on a Symbol, a hybridized block returns its graph (what net.export() saves);
+    # the identity names the output.
+    logits = mx.sym.identity(net(mx.sym.var(onnx_io.INPUT_NAME)), name=onnx_io.OUTPUT_NAME)
+    params = {name: parameter.data() for name, parameter in net.collect_params().items()}
+    example = (1, spec.in_channels, size or min_input_size(spec), size or min_input_size(spec))
+    with onnx_io.exporting(path, spec, opset=opset, framework="mxnet",
+                           framework_version=mx.__version__,
+                           input_treatment=input_treatment) as converted:
+        # export_model reads onnx_opset_version() when called (and so does the
+        # onnx.helper.make_model it calls), so the patch covers both.
+        with mock.patch.object(onnx.defs, "onnx_opset_version", lambda: opset):
+            mx.onnx.export_model(logits, params, in_shapes=[example], in_types=[np.float32],
+                                 onnx_file_path=str(converted), dynamic=True,
+                                 dynamic_input_shapes=[(None, spec.in_channels, size, size)])
+    return Path(path)
