@@ -245,12 +245,27 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
     assert "not a NiN weights file" in result.stderr and "Traceback" not in result.stderr
 
 
-def test_bench_prints_and_writes_a_table(backend, tmp_path, capsys):
-    out = tmp_path / "bench.md"
+def test_bench_measures_throughput_flops_and_mfu(backend, tmp_path, capsys):
+    out, rows_path = tmp_path / "bench" / "benchmarks.md", tmp_path / "bench.json"
     assert main(["bench", "--backends", backend.BACKEND, "--size", "67", "--batch", "4",
-                 "--steps", "1", "--out", str(out)]) == 0
-    table = out.read_text()
-    assert "| framework" in table and "train img/s" in table
-    row = next(line for line in table.splitlines() if line.startswith("| ") and "67" in line)
-    train_rate, infer_rate = (float(cell) for cell in row.strip("|").split("|")[4:6])
-    assert train_rate > 0 and infer_rate > 0
+                 "--steps", "1", "--repeats", "1", "--baseline", "--real-data",
+                 "--out", str(out), "--json", str(rows_path)]) == 0
+    assert "fp32 GEMM peak" in capsys.readouterr().out
+    rows = json.loads(rows_path.read_text())
+    assert {(row["mode"], row["baseline"]) for row in rows} == {
+        ("train", True), ("infer", True), ("train", False), ("infer", False),
+        ("train-loop", False)}
+    fields = {"backend", "mode", "size", "batch", "img_per_s", "gflop_per_s", "mfu",
+              "peak_gflop_per_s", "baseline"}
+    for row in rows:
+        assert fields <= set(row) and row["backend"] == backend.BACKEND
+        assert row["img_per_s"] > 0 and 0 < row["mfu"] == pytest.approx(
+            row["gflop_per_s"] / row["peak_gflop_per_s"])
+        forward = 2 * 53_940_520 / 1e9  # twice the MACs of one 67x67 image (nin resources)
+        flops = forward * (3 if row["mode"] != "infer" else 1)
+        assert row["gflop_per_s"] == pytest.approx(row["img_per_s"] * flops, rel=1e-3)
+    loop = next(row for row in rows if row["mode"] == "train-loop")
+    assert 0 <= loop["loader_share"] < 1
+    text = out.read_text()
+    assert "| framework" in text and "fast / baseline" in text
+    assert is_png(out.with_suffix(".png"))

@@ -87,14 +87,16 @@ def cmd_predict(args) -> int:
         raise UsageError("--backend does not go with --onnx: onnxruntime runs the model")
     if args.weights and not args.backend:
         raise UsageError("--weights needs --backend (or give an exported model with --onnx)")
-    weights = weights_in(args.weights) if args.weights else Path(args.onnx)
     runner = "onnxruntime" if args.onnx else args.backend
-    out = Path(args.out or weights.with_name(f"predictions-{runner}.png"))
+    given = Path(args.weights or args.onnx)
+    default_out = (given if given.is_dir() else given.parent) / f"predictions-{runner}.png"
+    out = Path(args.out or default_out)
     if out.exists() and not args.force:
         raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
     if out.exists() and not out.is_file():
         raise UsageError(f"{out} is not a file; choose another --out")
     check_writable_parent(out)
+    weights = weights_in(args.weights) if args.weights else Path(args.onnx)
     if args.onnx:  # onnxruntime alone: no framework is imported
         from ..onnx import OnnxModel
 
