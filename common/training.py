@@ -335,7 +335,7 @@ class Trainer:
         Raises :class:`TrainingDiverged` on a NaN/inf loss or weight, before any checkpoint of
         that state. `progress=None` shows a tqdm bar only on a terminal.
         """
-        from tqdm.auto import tqdm
+        from tqdm import tqdm
 
         if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
             raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
