@@ -331,3 +331,47 @@ def test_a_checkpoint_continues_in_another_framework(halfway, tmp_path, source, 
         assert miss <= UPDATE_RTOL, f"{key}: {target} continued {source}'s run {miss:.1e} apart"
     # The continuation through the interchange is a real one: the moments moved too.
     assert other.summary["resumed"] and other.summary["backend"] == target
+
+
+# -- interrupted comparisons and sweeps continue where they stopped ------------------------------
+
+def _stamps(folder: Path) -> dict:
+    return {path: path.stat().st_mtime_ns for path in folder.rglob("summary.json")}
+
+
+def test_an_interrupted_compare_continues_with_resume(tmp_path, fashion_mnist, capsys):
+    from common.compare import compare
+
+    for name in NAMES:
+        get_backend(name)
+    out = tmp_path / "cmp"
+    out.mkdir()
+    with pytest.raises(TrainingStopped):  # torch finishes, mxnet stops after 3 steps
+        compare(CONFIG, list(NAMES), out, stop_requested=StopAfter(16 + 3), **QUIET)
+    finished = _stamps(out)
+    assert list(finished) == [out / "torch" / "summary.json"]
+    assert latest_checkpoint(out / "mxnet").state.step == 3
+    assert main(["compare", "--resume", str(out), "--no-progress"]) == 0
+    assert _stamps(out)[out / "torch" / "summary.json"] == finished[out / "torch" / "summary.json"]
+    assert load_result(out / "mxnet").summary["resumed"]
+    assert (out / "report.md").is_file()
+    capsys.readouterr()
+
+
+def test_an_interrupted_sweep_continues_when_run_again(tmp_path, fashion_mnist, capsys):
+    from common.sweep import Variant, run_sweep
+
+    get_backend("torch")
+    out = tmp_path / "sweep"
+    variants = [Variant("tiny", CONFIG)]
+    with pytest.raises(TrainingStopped):  # seed 0 finishes, seed 1 stops after 5 steps
+        run_sweep(variants, ["torch"], [0, 1], out, stop_requested=StopAfter(16 + 5), **QUIET)
+    done = _stamps(out)
+    assert len(done) == 1 and checkpoint_folders(out / "tiny" / "torch" / "seed-1")
+    report = run_sweep(variants, ["torch"], [0, 1], out, **QUIET)
+    assert _stamps(out)[next(iter(done))] == next(iter(done.values()))
+    assert "| tiny    | PyTorch   |    2 |" in report.read_text()
+    # a finished run keeps its weights but not its checkpoint
+    assert not checkpoint_folders(out / "tiny" / "torch" / "seed-0")
+    with pytest.raises(ValueError, match="holds a sweep with other settings"):
+        run_sweep(variants, ["torch"], [0, 1, 2], out, **QUIET)
