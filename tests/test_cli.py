@@ -83,6 +83,26 @@ def test_convert_to_every_other_backend_keeps_predictions(backend, train_run, fa
         out.unlink()
 
 
+def test_convert_to_and_from_the_interchange_npz(backend, train_run, tmp_path, capsys):
+    native = train_run / f"model{backend.NATIVE_SUFFIX}"
+    npz = tmp_path / "out.npz"
+    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(native),
+                 str(npz)]) == 0
+    exported = load_weights(npz)
+    assert exported.metadata["framework"] == backend.BACKEND
+    back = tmp_path / f"back{backend.NATIVE_SUFFIX}"
+    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(npz),
+                 str(back)]) == 0
+    net = backend.build_nin(seed=7)
+    backend.load_native(net, back)
+    original = load_weights(train_run / "weights.npz").arrays
+    for key, value in backend.get_weights(net).items():
+        np.testing.assert_array_equal(value, original[key])
+    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(train_run),
+                 str(tmp_path / "from-folder.npz")]) == 0  # a run folder works too
+    capsys.readouterr()
+
+
 def test_compare_writes_the_report(fashion_mnist, tmp_path, capsys):
     for name in ("torch", "mxnet", "tf"):
         get_backend(name)

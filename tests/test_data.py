@@ -69,10 +69,49 @@ def test_real_files(fmnist):
     assert len(CLASS_NAMES) == 10
 
 
-def test_load_is_cached_and_checksums_verified(fmnist, real_dir):
-    # The fixture's load ran with verify_checksums=True (the default), so the hashes matched.
-    assert load_fashion_mnist() is fmnist
-    assert load_fashion_mnist(str(real_dir)) is fmnist
+def test_the_files_are_upstream_fashion_mnist_byte_for_byte(fmnist, real_dir):
+    """The decompressed bytes hash to upstream's SHA-256 (computed here, not by the reader),
+    and a fresh read with verification on accepts them."""
+    import hashlib
+
+    for name in NAMES:
+        digest = hashlib.sha256(bytes(_raw(real_dir, name))).hexdigest()
+        assert digest == data._SHA256[name.removesuffix(".gz")], name
+    data._load_cached.cache_clear()
+    fresh = load_fashion_mnist(real_dir, verify_checksums=True)
+    assert fresh is not fmnist and np.array_equal(fresh.test_images, fmnist.test_images)
+
+
+def test_load_is_cached_per_directory(fmnist, real_dir):
+    assert load_fashion_mnist(str(real_dir)) is load_fashion_mnist(real_dir)
+
+
+def test_standardization_constants_are_the_training_sets(fmnist):
+    pixels = fmnist.train_images.astype(np.float64) / 255
+    assert data.TRAIN_MEAN == pytest.approx(pixels.mean(), abs=1e-7)
+    assert data.TRAIN_STD == pytest.approx(pixels.std(), abs=1e-7)
+    standardized = to_model_input(fmnist.train_images[:2000], 28, standardize=True)
+    assert abs(standardized.mean()) < 0.05 and abs(standardized.std() - 1) < 0.05
+
+
+def test_augmentation_is_a_seeded_shift_and_flip(fmnist):
+    images = fmnist.train_images[:64]
+    rows, columns, flips = data.augmentation(seed=3, epoch=1, count=64)
+    again = data.augmentation(seed=3, epoch=1, count=64)
+    assert all(np.array_equal(a, b) for a, b in zip((rows, columns, flips), again))
+    assert not np.array_equal(rows, data.augmentation(seed=3, epoch=2, count=64)[0])
+    assert set(rows) <= set(range(-2, 3)) and 0 < flips.sum() < 64
+    shifted = data.augment(images, rows, columns, flips)
+    for index in range(64):
+        padded = np.pad(images[index], 2)
+        y, x = 2 - rows[index], 2 - columns[index]
+        expected = padded[y:y + 28, x:x + 28]
+        if flips[index]:
+            expected = expected[:, ::-1]
+        np.testing.assert_array_equal(shifted[index], expected)
+    # The loader applies it to training batches only, identically for every backend.
+    train, test = load_data(64, 28, train_limit=64, test_limit=64, augment=True)
+    assert train.augment and not test.augment
 
 
 # ---- every problem is one clear DatasetError ----

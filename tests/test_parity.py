@@ -438,3 +438,114 @@ def test_lockstep_training_matches_torch(lockstep, other, optimizer):
         update = expected - reference.initial[key]
         miss = np.linalg.norm(run.final[key] - expected) / np.linalg.norm(update)
         assert miss <= UPDATE_RTOL, f"{key}: {other}'s update differs from torch's by {miss:.1e}"
+
+
+def test_lockstep_update_check_catches_a_five_percent_error(lockstep):
+    """The per-tensor update check is what makes lock-step informative: a learning rate 5%
+    off (what summing instead of averaging over a partial batch, or a misplaced epsilon,
+    would look like, only smaller) fails it."""
+    reference = lockstep.run("torch", "sgd")
+    seed, path = lockstep.start()
+    backend = get_backend("mxnet")
+    net = backend.build_nin(seed=seed, dropout=0.0)
+    backend.import_weights(net, path)
+    trainer = backend.Trainer(net, Recipe(optimizer="sgd", lr=RECIPES["sgd"].lr * 1.05), seed=0)
+    for images, labels in lockstep.batches:
+        trainer.train_step(images, labels)
+    final = backend.get_weights(net)
+    misses = [np.linalg.norm(final[key] - value)
+              / np.linalg.norm(value - reference.initial[key])
+              for key, value in reference.final.items()]
+    assert min(misses) > UPDATE_RTOL, misses
+
+
+@pytest.mark.parametrize("name", ["mxnet", "tf"])
+def test_a_partial_last_batch_is_averaged_like_a_full_one(lockstep, name):
+    """MXNet sums per-example gradients and divides in Trainer.step(batch): it must divide by
+    the batch's own size (8 here), not the loader's batch size, to match PyTorch's mean."""
+    seed, path = lockstep.start()
+    images, labels = lockstep.batches[0][0][:8], lockstep.batches[0][1][:8]
+    updates = {}
+    for backend_name in ("torch", name):
+        backend = get_backend(backend_name)
+        net = backend.build_nin(seed=seed, dropout=0.0)
+        backend.import_weights(net, path)
+        before = backend.get_weights(net)
+        backend.Trainer(net, Recipe(optimizer="sgd", lr=0.01), seed=0).train_step(images, labels)
+        after = backend.get_weights(net)
+        updates[backend_name] = {key: after[key] - before[key] for key in before}
+    for key, expected in updates["torch"].items():
+        miss = np.linalg.norm(updates[name][key] - expected) / np.linalg.norm(expected)
+        assert miss < 1e-3, f"{key}: {name}'s update on 8 examples is {miss:.1e} off"
+
+
+def test_mxnet_relu_maps_nan_to_zero_so_the_guard_checks_weights(fashion_mnist):
+    """With NaN weights, MXNet (oneDNN) reports a finite loss of ln(10); only the weights
+    show the NaN, so the guard looks at both."""
+    from common.training import TrainingDiverged
+
+    backend = get_backend("mxnet")
+    net = backend.build_nin(seed=0)
+    arrays = backend.get_weights(net)
+    arrays["nin_block_1.0.weight"] = np.full_like(arrays["nin_block_1.0.weight"], np.nan)
+    backend.set_weights(net, arrays)
+    trainer = backend.Trainer(net, Recipe(optimizer="sgd", lr=0.01), seed=0)
+    train_data, _ = load_data(32, 67, train_limit=32)
+    images, labels = next(train_data.epoch(0))
+    loss, _ = trainer.train_step(images, labels)
+    assert loss == pytest.approx(math.log(10), abs=1e-4)  # finite: chance level
+    assert not trainer.weights_finite()
+    with pytest.raises(TrainingDiverged, match="weights became NaN or inf"):
+        trainer.fit(train_data, epochs=1, progress=False)
+
+
+def test_keras_same_padding_at_stride_2_is_asymmetric():
+    """Keras's 'same' pads (k - 1) - ... at the bottom/right first: for k=3, s=2 on an even
+    size it pads 0 on top and 1 at the bottom, not PyTorch's 1 and 1. nin_tf therefore uses
+    'same' only at stride 1 and an explicit ZeroPadding2D otherwise."""
+    import keras
+
+    from nin_tf.model import _conv_layers
+    from common.spec import Conv
+
+    torch = get_backend("torch") and __import__("torch")
+    rng = np.random.default_rng(0)
+    image = rng.random((1, 6, 6, 1), dtype=np.float32)
+    kernel = rng.random((3, 3, 1, 1), dtype=np.float32)
+    reference = torch.nn.functional.conv2d(torch.from_numpy(image.transpose(0, 3, 1, 2)),
+                                           torch.from_numpy(kernel.transpose(3, 2, 0, 1)),
+                                           stride=2, padding=1).numpy().transpose(0, 2, 3, 1)
+
+    def run(layers):
+        model = keras.Sequential([keras.Input((6, 6, 1)), *layers])
+        model.layers[-1].kernel.assign(kernel)
+        model.layers[-1].bias.assign(np.zeros(1, np.float32))
+        return keras.ops.convert_to_numpy(model(image))
+
+    same = run([keras.layers.Conv2D(1, 3, strides=2, padding="same")])
+    ours = run(_conv_layers(Conv(1, 3, 2, 1, relu=False)))
+    np.testing.assert_allclose(ours, reference, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(same, reference, atol=1e-3), "'same' would shift the output"
+
+
+def test_keras_on_another_backend_is_a_clear_error():
+    """nin_tf picks Keras's TensorFlow backend itself; if Keras was already imported on
+    another backend it refuses in one line instead of failing later."""
+    import subprocess
+    import sys
+
+    get_backend("tf")
+    code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
+            "import keras\n"
+            "from common.backends import BackendUnavailable\n"
+            "try:\n    import nin_tf\nexcept BackendUnavailable as error:\n    print(error)\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert "already imported with the 'torch' backend" in result.stdout, result.stderr[-500:]
+    # The command line sets the backend itself, whatever KERAS_BACKEND says.
+    import os
+
+    result = subprocess.run([sys.executable, "-m", "common.cli", "params", "--backend", "tf"],
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "KERAS_BACKEND": "torch"})
+    assert result.returncode == 0 and "1,992,166" in result.stdout, result.stderr[-500:]

@@ -325,3 +325,18 @@ def test_inference_memory_against_profiled_peak(torch, tmp_path):
     largest_activation = 4 * max(layer.activations for layer in result.layers)
     input_batch = 4 * BATCH * SPEC.in_channels * SIZE * SIZE
     assert estimate <= peak <= (estimate + input_batch + largest_activation) * 1.01
+
+
+def test_the_readmes_figures():
+    """README: NiN trains in ~952 MiB and infers in ~281 MiB (batch 128, SGD), AlexNet 845 and
+    452 MiB; one 1x1 convolution per block leaves 1,769,112 parameters."""
+    from common.resources import format_bytes, resources
+    from common.shapes import count_params
+    from common.spec import make_spec
+
+    figures = {name: (format_bytes(result.training_memory("sgd").total),
+                      format_bytes(result.inference_memory()))
+               for name, result in ((name, resources(name, 224, 128)) for name in ("nin", "alexnet"))}
+    assert figures == {"nin": ("952.4 MiB", "281.0 MiB"), "alexnet": ("844.9 MiB", "451.8 MiB")}
+    assert count_params(make_spec("nin", num_1x1=1)) == 1_769_112
+

@@ -52,13 +52,15 @@ def test_default_recipe_converges(backend, fashion_mnist, default_runs):
     assert min(result.summary["per_class_accuracy"]) > 0.3
     # The curves are curves: about ten points per epoch.
     assert len(result.points) >= 10 * CONFIG.epochs
-    # Scoring the saved weights from scratch gives what the loop reported.
-    net = backend.build_nin(CONFIG.spec())
-    backend.import_weights(net, result.directory / "weights.npz")
+    # Another framework scoring the saved weights from scratch gets what the loop reported:
+    # a different code path (import, another framework's kernels, a plain argmax).
+    other = get_backend(next(name for name in BACKENDS if name != backend.BACKEND))
+    net = other.build_nin(CONFIG.spec(), seed=99)
+    other.import_weights(net, result.directory / "weights.npz")
     _, test_data = CONFIG.loaders()
-    predicted = np.concatenate([backend.predict_logits(net, images).argmax(axis=1)
+    predicted = np.concatenate([other.predict_logits(net, images).argmax(axis=1)
                                 for images, _ in test_data.epoch()])
-    assert float((predicted == test_data.labels).mean()) == history[-1].test_accuracy
+    assert abs(float((predicted == test_data.labels).mean()) - history[-1].test_accuracy) <= 2e-4
 
 
 @pytest.mark.slow
