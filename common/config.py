@@ -132,8 +132,8 @@ PRESETS: dict[str, RunConfig] = {
     # All 60,000 training images, augmented, for the best accuracy a CPU reaches in under
     # 45 minutes per backend (docs/training.md).
     "long": RunConfig(spec_options={"final_relu": False},
-                      recipe=replace(_TUNED, augment=True), epochs=12, size=67,
-                      train_limit=None),
+                      recipe=replace(_TUNED, augment=True, warmup_steps=500), epochs=25,
+                      size=67, train_limit=None),
     # d2l 7.3: the book's head, SGD lr 0.1, 224 px, 10 epochs, all data. A GPU recipe.
     "book": RunConfig(recipe=Recipe.book(), epochs=10, size=224, train_limit=None),
 }
