@@ -93,8 +93,13 @@ class Trainer(training.Trainer):
         return predict_logits(self.net, images)
 
     def weights_finite(self) -> bool:
-        sums = tf.stack([tf.reduce_sum(variable) for variable in self._variables])
-        return bool(tf.reduce_all(tf.math.is_finite(sums)))
+        return bool(self._all_finite())
+
+    @tf.function
+    def _all_finite(self):
+        # One traced graph instead of 26 eager reductions (3 ms, 2% of a step, eagerly).
+        return tf.reduce_all(tf.math.is_finite(
+            tf.stack([tf.reduce_sum(variable) for variable in self._variables])))
 
     # -- optimizer state in canonical form --------------------------------------------------
     def _slot_variables(self) -> dict[str, list]:
