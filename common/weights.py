@@ -64,6 +64,22 @@ def param_slots(spec: Spec) -> list[ParamSlot]:
     return slots
 
 
+def parameter_names(spec: Spec) -> list[str]:
+    """Canonical parameter names in the order every backend creates the parameters: each
+    layer's weight, then its bias."""
+    return [f"{slot.name}.{kind}" for slot in param_slots(spec) for kind in ("weight", "bias")]
+
+
+def slot_of(spec: Spec) -> dict[str, ParamSlot]:
+    """Each canonical parameter name's layer."""
+    return {f"{slot.name}.{kind}": slot for slot in param_slots(spec) for kind in ("weight", "bias")}
+
+
+def as_float32(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Contiguous float32 copies, for backends whose layouts are the canonical ones."""
+    return {name: np.ascontiguousarray(array, np.float32) for name, array in arrays.items()}
+
+
 def canonical_shapes(spec: Spec) -> dict[str, tuple[int, ...]]:
     shapes = {}
     for slot in param_slots(spec):

@@ -29,14 +29,13 @@ def parameters(net: nn.Block) -> list:
 
 def parameter_names(net: nn.Block) -> list[str]:
     """Canonical names in :func:`parameters` order."""
-    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
-            for kind in ("weight", "bias")]
+    return interchange.parameter_names(net.spec)
 
 
 def to_canonical(net: nn.Block, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays shaped like the parameters (weights, Adam moments, ...) in canonical layout:
     Gluon's layouts are the canonical ones."""
-    return {name: np.ascontiguousarray(array, np.float32) for name, array in arrays.items()}
+    return interchange.as_float32(arrays)
 
 
 from_canonical = to_canonical

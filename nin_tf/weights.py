@@ -28,44 +28,39 @@ def _variables(net: keras.Model) -> list:
 
 def parameter_names(net: keras.Model) -> list[str]:
     """Canonical names in ``net.trainable_variables`` order (each kernel, then its bias)."""
-    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
-            for kind in ("weight", "bias")]
+    return interchange.parameter_names(net.spec)
+
+
+def _kernel_to_canonical(slot: interchange.ParamSlot, kernel: np.ndarray) -> np.ndarray:
+    if slot.is_conv:
+        return kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    weight = kernel.T
+    return interchange.dense_to_nchw(weight, slot.flattened_chw) if slot.flattened_chw else weight
+
+
+def _kernel_from_canonical(slot: interchange.ParamSlot, weight: np.ndarray) -> np.ndarray:
+    if slot.is_conv:
+        return weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if slot.flattened_chw:
+        weight = interchange.dense_to_nhwc(weight, slot.flattened_chw)
+    return weight.T
+
+
+def _convert(net: keras.Model, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
+    slots = interchange.slot_of(net.spec)
+    return interchange.as_float32({
+        name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
+        for name, array in arrays.items()})
 
 
 def to_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays shaped like Keras's variables (kernels, Adam moments, ...) in canonical layout."""
-    slots = {slot.name: slot for slot in interchange.param_slots(net.spec)}
-    result = {}
-    for name, array in arrays.items():
-        slot, kind = slots[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]
-        array = np.asarray(array, np.float32)
-        if kind == "weight":
-            if slot.is_conv:
-                array = array.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-            else:
-                array = array.T
-                if slot.flattened_chw:
-                    array = interchange.dense_to_nchw(array, slot.flattened_chw)
-        result[name] = np.ascontiguousarray(array)
-    return result
+    return _convert(net, arrays, _kernel_to_canonical)
 
 
 def from_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse of :func:`to_canonical`."""
-    slots = {slot.name: slot for slot in interchange.param_slots(net.spec)}
-    result = {}
-    for name, array in arrays.items():
-        slot, kind = slots[name.rsplit(".", 1)[0]], name.rsplit(".", 1)[1]
-        array = np.asarray(array, np.float32)
-        if kind == "weight":
-            if slot.is_conv:
-                array = array.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-            else:
-                if slot.flattened_chw:
-                    array = interchange.dense_to_nhwc(array, slot.flattened_chw)
-                array = array.T
-        result[name] = np.ascontiguousarray(array)
-    return result
+    return _convert(net, arrays, _kernel_from_canonical)
 
 
 def get_weights(net: keras.Model) -> dict[str, np.ndarray]:

@@ -17,14 +17,13 @@ from common import weights as interchange
 
 def parameter_names(net: nn.Module) -> list[str]:
     """Canonical names in ``net.parameters()`` order."""
-    return [f"{slot.name}.{kind}" for slot in interchange.param_slots(net.spec)
-            for kind in ("weight", "bias")]
+    return interchange.parameter_names(net.spec)
 
 
 def to_canonical(net: nn.Module, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays shaped like the parameters (weights, Adam moments, ...) in canonical layout:
     PyTorch's layouts are the canonical ones."""
-    return {name: np.ascontiguousarray(array, np.float32) for name, array in arrays.items()}
+    return interchange.as_float32(arrays)
 
 
 from_canonical = to_canonical
