@@ -101,8 +101,8 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
         _, error = launcher.communicate(timeout=60)
     finally:
         launcher.kill()
-    assert launcher.returncode == 1
-    assert time.monotonic() - killed < 15
+    assert launcher.returncode == 1, error
+    assert time.monotonic() - killed < 15, error
     message = [line for line in error.splitlines() if line.startswith("nin train:")]
     assert message == [f"nin train: error: worker 1 (pid {pids['worker 1']}) was killed by "
                        "SIGKILL; the other processes were stopped"], error
