@@ -3,7 +3,8 @@
 A run folder holds ``config.json`` (written first), ``metrics.jsonl`` (a line every few steps
 and one per epoch, written as it happens), ``checkpoints/`` (the newest complete checkpoint,
 :mod:`common.checkpoint`), and when the run is complete ``curves.png``, ``weights.npz`` (the
-interchange format), the framework's native weights and ``summary.json``.
+interchange format), the framework's native weights and ``summary.json``. A data-parallel
+run (``nin train --workers N``) also holds ``logs/``, the worker processes' output.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from .training import EpochMetrics, StepMetrics, TrainingState, predict_classes
 SUMMARY = "summary.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
+LOGS = "logs"  # written by the launcher of a data-parallel run before its workers start
 
 
 def default_run_dir(kind: str) -> Path:
@@ -38,14 +40,14 @@ def default_run_dir(kind: str) -> Path:
 
 def check_new_run_dir(out: str | Path, parameters: int = 0) -> Path:
     """That `out` can become a new run folder for a model of `parameters` parameters: empty
-    or absent, creatable, writable, with room for its files.
+    (but for a launcher's logs/) or absent, creatable, writable, with room for its files.
 
     Nothing is left behind; call before any work so that a bad --out fails at once.
     """
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()):
+    if out.is_dir() and any(entry.name != LOGS for entry in out.iterdir()):
         raise ValueError(f"{out} already exists and is not empty; choose another --out "
                          "(nothing is overwritten)")
     check_writable_parent(out / "summary.json", RUN_BYTES_PER_PARAMETER * parameters)
@@ -136,18 +138,23 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
               checkpoint_every: int | None = None,
               stop_requested: Callable[[], str | None] | None = None,
               keep_checkpoint: bool = True,
-              progress: bool | None = None, log=print) -> RunResult:
+              progress: bool | None = None, log=print, group=None) -> RunResult:
     """Train one backend as `config` says in the run folder `out`, or continue `resume`.
 
     A checkpoint is written after every epoch, every `checkpoint_every` steps and before a
     requested stop (which raises :class:`common.training.TrainingStopped`). The last one is
     kept (to train further with ``--resume --epochs``) unless `keep_checkpoint` is False.
+    With `group` (a :class:`common.distributed.Group` of rank 0), this is the writing worker
+    of a data-parallel run: see :func:`common.distributed.train_worker`.
     """
     backend = load_backend(backend_name)
     train_data, test_data = loaders or config.loaders()
     spec = config.spec()
-    net = backend.build_nin(spec, seed=config.seed)
-    trainer = backend.Trainer(net, config.recipe, seed=config.seed)
+    if group is None:
+        net = backend.build_nin(spec, seed=config.seed)
+        trainer = backend.Trainer(net, config.recipe, seed=config.seed)
+    else:
+        net, trainer = group.build(spec, config.recipe, config.seed)
     out.mkdir(parents=True, exist_ok=True)
     metrics_path = out / METRICS
     state = None
@@ -195,6 +202,7 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
         "framework": FRAMEWORK_LABELS[backend_name],
         "versions": framework_versions(backend_name),
         "device": trainer.device,
+        "workers": group.size if group else 1,
         "machine": machine_description(),
         "config": config.to_dict(),
         "spec": spec.to_dict(),

@@ -12,6 +12,7 @@ from pathlib import Path
 from ..backends import BACKENDS, load_backend
 from ..shapes import count_params
 from ..training import TrainingStopped
+from . import workers
 from .common import (RESUME_FLAGS, UsageError, add_training_arguments, backend_list, flag,
                      given_training_flags, progress, run_config)
 
@@ -76,25 +77,33 @@ def _preflight(config, backends: list[str]) -> None:
 # -- nin train -----------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from ..runs import check_new_run_dir, default_run_dir, train_run
+    from ..runs import check_new_run_dir, default_run_dir
 
+    if args.workers > 1:
+        return workers.launch_train(args)
     if args.resume:
         return _resume_train(args)
     if not args.backend:
         raise UsageError(f"--backend is required ({', '.join(BACKENDS)}), or --resume RUN_DIR")
     config = run_config(args)
+    launched = workers.launched(args.backend, args)  # one of N workers, or None
+    if launched:
+        config = replace(config, batch_size=config.batch_size * launched)  # per worker
     out = check_new_run_dir(args.out or default_run_dir(f"train-{args.backend}"),
                             count_params(config.spec()))
     _preflight(config, [args.backend])
-    _announce(config)
+    if not launched:
+        _announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
-            result = train_run(args.backend, config, out, checkpoint_every=args.checkpoint_every,
-                               stop_requested=stop, progress=progress(args))
+            result = workers.train(args.backend, config, out, launched,
+                                   checkpoint_every=args.checkpoint_every,
+                                   stop_requested=stop, progress=progress(args))
         except TrainingStopped as stopped:
             return _stopped(stopped, f"nin train --resume {shlex.quote(str(out))}")
-    _finished(result, config)
+    if result:  # None on all workers but rank 0
+        _finished(result, config)
     return 0
 
 
@@ -107,8 +116,28 @@ def _finished(result, config) -> None:
 
 
 def _resume_train(args) -> int:
+    checkpoint, config, backend, out = resume_plan(args)
+    launched = workers.launched(backend, args)
+    _preflight(config, [backend])
+    if not launched:
+        _announce(config)
+    out.mkdir(parents=True, exist_ok=True)
+    with StopOnSignal() as stop:
+        try:
+            result = workers.train(backend, config, out, launched, resume=checkpoint,
+                                   checkpoint_every=args.checkpoint_every, stop_requested=stop,
+                                   progress=progress(args))
+        except TrainingStopped as stopped:
+            return _stopped(stopped, f"nin train --resume {shlex.quote(str(out))}")
+    if result:
+        _finished(result, config)
+    return 0
+
+
+def resume_plan(args):
+    """What ``nin train --resume`` continues, checked: (checkpoint, config, backend, folder)."""
     from ..checkpoint import check_resumable, latest_checkpoint
-    from ..runs import check_new_run_dir, train_run
+    from ..runs import check_new_run_dir
 
     run_dir = Path(args.resume)
     changed = given_training_flags(args) - RESUME_FLAGS
@@ -135,18 +164,7 @@ def _resume_train(args) -> int:
         if config.epochs == state.epoch:
             raise UsageError(f"{run_dir} is complete ({config.epochs} epochs); give --epochs N "
                              "to train it further")
-    _preflight(config, [backend])
-    _announce(config)
-    out.mkdir(parents=True, exist_ok=True)
-    with StopOnSignal() as stop:
-        try:
-            result = train_run(backend, config, out, resume=checkpoint,
-                               checkpoint_every=args.checkpoint_every, stop_requested=stop,
-                               progress=progress(args))
-        except TrainingStopped as stopped:
-            return _stopped(stopped, f"nin train --resume {shlex.quote(str(out))}")
-    _finished(result, config)
-    return 0
+    return checkpoint, config, backend, out
 
 
 # -- nin compare ---------------------------------------------------------------------------------
@@ -240,6 +258,7 @@ def add_commands(commands) -> None:
                      help="continue RUN_DIR from its newest checkpoint (to --epochs in total); "
                           "with --out, in a new folder, and with --backend, in another framework")
     add_training_arguments(sub)
+    workers.add_arguments(sub)
 
     text = "the parity run: every backend with the same weights, data order and recipe"
     sub = commands.add_parser("compare", help=text, description=text)
