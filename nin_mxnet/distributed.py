@@ -13,14 +13,14 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from mxnet.base import _LIB, check_call
 
-from common import distributed, training
+from common import distributed, launcher, training
 
 from .model import build_nin
 from .train import Trainer as LocalTrainer
 
 
 class Group(distributed.Group):
-    engine = distributed.ENGINES["mxnet"]
+    engine = launcher.ENGINES["mxnet"]
 
     def __init__(self):
         # Registers with the scheduler (DMLC_PS_ROOT_URI:PORT) and waits for every node.

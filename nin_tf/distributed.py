@@ -12,14 +12,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import distributed, training
+from common import distributed, launcher, training
 
 from .model import build_nin, to_nhwc
 from .train import Trainer as LocalTrainer
 
 
 class Group(distributed.Group):
-    engine = distributed.ENGINES["tf"]
+    engine = launcher.ENGINES["tf"]
 
     def __init__(self):
         # Reads TF_CONFIG, starts this worker's gRPC server and waits for the others.

@@ -12,14 +12,14 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common import distributed, training
+from common import distributed, launcher, training
 
 from .model import build_nin
 from .train import Trainer as LocalTrainer
 
 
 class Group(distributed.Group):
-    engine = distributed.ENGINES["torch"]
+    engine = launcher.ENGINES["torch"]
 
     def __init__(self):
         dist.init_process_group("gloo")  # env://: waits until all WORLD_SIZE workers are in

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import distributed
+from common import distributed, launcher
 from common.checkpoint import checkpoint_folders
 from common.cli import build_parser, main
 from common.cli.workers import command_line
@@ -123,7 +123,7 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
 # -- the launcher, with plain Python processes ---------------------------------------------------
 
 def sleeper(name: str, tmp_path: Path, code: str = "import time; time.sleep(60)", **options):
-    return distributed.Process(name, [sys.executable, "-c", code], {}, tmp_path / f"{name}.log",
+    return launcher.Process(name, [sys.executable, "-c", code], {}, tmp_path / f"{name}.log",
                                **options)
 
 
@@ -132,9 +132,9 @@ def test_a_killed_process_stops_the_others_at_once(tmp_path, capsys):
     processes = [sleeper("worker 0", tmp_path), sleeper("worker 1", tmp_path, dying),
                  sleeper("helper", tmp_path, worker=False)]
     start = time.monotonic()
-    with pytest.raises(distributed.WorkerFailed, match=r"^worker 1 \(pid \d+\) was killed by "
+    with pytest.raises(launcher.WorkerFailed, match=r"^worker 1 \(pid \d+\) was killed by "
                                                         r"SIGKILL; the other processes"):
-        distributed.run_processes(processes, grace=2)
+        launcher.run_processes(processes, grace=2)
     assert time.monotonic() - start < 10
     assert all(process.status is not None for process in processes)
     assert "started worker 0 (pid" in capsys.readouterr().out
@@ -143,8 +143,8 @@ def test_a_killed_process_stops_the_others_at_once(tmp_path, capsys):
 def test_workers_that_fail_alike_report_their_own_line(tmp_path):
     failing = "import sys; print('nin train: error: no such data', file=sys.stderr); sys.exit(2)"
     processes = [sleeper(f"worker {rank}", tmp_path, failing) for rank in range(2)]
-    with pytest.raises(distributed.WorkerFailed) as failure:
-        distributed.run_processes(processes, log=lambda line: None)
+    with pytest.raises(launcher.WorkerFailed) as failure:
+        launcher.run_processes(processes, log=lambda line: None)
     assert failure.value.status == 2
     assert re.fullmatch(r"worker [01] \(pid \d+\) exited with status 2: no such data",
                         str(failure.value))
@@ -152,7 +152,7 @@ def test_workers_that_fail_alike_report_their_own_line(tmp_path):
 
 def test_a_taken_port_is_one_line_and_exit_2(tmp_path, capsys):
     with socket.socket() as taken:
-        taken.bind((distributed.LOOPBACK, 0))
+        taken.bind((launcher.LOOPBACK, 0))
         taken.listen()
         port = taken.getsockname()[1]
         assert main(["train", "--backend", "torch", "--workers", "2", "--port", str(port),
@@ -187,19 +187,19 @@ def test_workers_draw_their_own_dropout_masks():
 
 @pytest.mark.parametrize("backend_name", ["torch", "tf", "mxnet"])
 def test_launch_variables_say_how_many_workers(backend_name):
-    environment = distributed.launch_environment(backend_name, 1, 3, [29500, 29501, 29502])
-    assert distributed.launched_workers(backend_name, environment) == 3
-    assert distributed.launched_workers(backend_name, {}) is None
+    environment = launcher.launch_environment(backend_name, 1, 3, [29500, 29501, 29502])
+    assert launcher.launched_workers(backend_name, environment) == 3
+    assert launcher.launched_workers(backend_name, {}) is None
 
 
 def test_malformed_launch_variables_are_a_clear_error():
     with pytest.raises(ValueError, match="tf launch variables are malformed"):
-        distributed.launched_workers("tf", {"TF_CONFIG": "{not json"})
+        launcher.launched_workers("tf", {"TF_CONFIG": "{not json"})
 
 
 def test_the_os_picks_distinct_free_ports():
-    ports = distributed.pick_ports(3)
-    assert len(set(ports)) == 3 and distributed.pick_ports(3, first=ports[0])[0] == ports[0]
+    ports = launcher.pick_ports(3)
+    assert len(set(ports)) == 3 and launcher.pick_ports(3, first=ports[0])[0] == ports[0]
 
 
 @pytest.mark.parametrize("argv", [

@@ -14,7 +14,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .. import distributed
+from .. import distributed, launcher
 from .common import UsageError, run_config, whole
 
 RUN_FLAGS_LEFT_OUT = ("workers", "port")  # the launcher's own flags; the rest reach the workers
@@ -37,7 +37,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def launched(backend: str, args) -> int | None:
     """How many workers this process is one of, from its engine's launch variables; None for
     a process on its own."""
-    count = distributed.launched_workers(backend)
+    count = launcher.launched_workers(backend)
     if count is not None and not (args.out or args.resume):
         raise UsageError("a worker needs --out RUN_DIR, the same on every worker (rank 0 "
                          "writes the run there)")
@@ -99,25 +99,25 @@ def launch_train(args) -> int:
         config = replace(config, batch_size=config.batch_size * count)
         out = new_out = check_new_run_dir(args.out or default_run_dir(f"train-{backend}"),
                                           count_params(config.spec()))
-    if distributed.launched_workers(backend) is not None:
+    if launcher.launched_workers(backend) is not None:
         raise UsageError("this process was itself started as a worker (its engine's launch "
                          "variables are set); leave --workers out")
     distributed.check_shardable(config.train_images, config.batch_size, count)
-    ports = distributed.pick_ports(distributed.ports_needed(backend, count), args.port)
+    ports = launcher.pick_ports(launcher.ports_needed(backend, count), args.port)
     _preflight(config, [backend])
     _announce(config)
-    print(f"{count} workers on {distributed.LOOPBACK}, {distributed.ENGINES[backend]}: batch "
+    print(f"{count} workers on {launcher.LOOPBACK}, {launcher.ENGINES[backend]}: batch "
           f"{config.batch_size // count} per worker, {config.batch_size} in all.")
     logs = out / LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    processes = distributed.launch_processes(backend, count, worker_command(args, new_out),
+    processes = launcher.launch_processes(backend, count, worker_command(args, new_out),
                                              ports, logs)
     resume = f"nin train --resume {shlex.quote(str(out))} --workers {count}"
     sys.stdout.flush()  # the workers write to the same stdout from now on
     try:
-        status = distributed.run_processes(processes,
+        status = launcher.run_processes(processes,
                                            log=lambda line: print(line, flush=True))
-    except distributed.WorkerFailed as failure:
+    except launcher.WorkerFailed as failure:
         print(f"nin train: error: {failure}", file=sys.stderr)
         if _has_checkpoint(out):
             print(f"resume with: {resume}", file=sys.stderr)
