@@ -341,78 +341,87 @@ class Trainer:
             raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
         # A copy: the caller's state (a loaded checkpoint's, say) may be continued again.
         state = self.state = copy.deepcopy(state) if state else TrainingState()
-        self.test_predictions = None
         steps_per_epoch = len(train_data)
         if state.step != state.epoch * steps_per_epoch + state.batch:
             raise ValueError("the training state does not fit this data: "
                              f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
                              f"of {steps_per_epoch} batches")
-        self.total_steps = epochs * steps_per_epoch
-        self.step_count = state.step
-        self.data_seconds = 0.0  # spent waiting for batches (nin bench --real-data reports it)
+        self.total_steps, self.step_count = epochs * steps_per_epoch, state.step
+        self.test_predictions, self.data_seconds = None, 0.0
         log_every = log_every or default_log_every(steps_per_epoch)
+        stop_requested = stop_requested or (lambda: None)
         for epoch in range(state.epoch, epochs):
             start = time.perf_counter() - state.epoch_seconds
-            bar = tqdm(self._timed(train_data.epoch(epoch, start_batch=state.batch)),
-                       total=steps_per_epoch,
-                       initial=state.batch, leave=False,
-                       desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
-                       disable=None if progress is None else not progress)
-            for images, labels in bar:
-                loss, batch_correct = self.train_step(images, labels)
-                problem = (f"loss became {loss}" if not math.isfinite(loss) else
-                           None if self.weights_finite() else "weights became NaN or inf")
-                if problem:
-                    bar.close()
-                    raise TrainingDiverged(
-                        f"{self.backend}: {problem} at epoch {epoch + 1}, step {state.batch + 1} "
-                        f"({self.recipe.optimizer}, lr {self.recipe.lr:g}); training stopped. "
-                        f"Try a lower learning rate, e.g. --lr {self.recipe.lr / 10:g}")
-                state.batch += 1
-                state.step += 1
-                for sums in (state.epoch_sums, state.point_sums):
-                    sums.add(loss, batch_correct, len(labels))
-                if state.step % log_every == 0 or state.batch == steps_per_epoch:
-                    point = StepMetrics(state.step, epoch + state.batch / steps_per_epoch,
-                                        state.point_sums.loss / state.point_sums.seen,
-                                        state.point_sums.correct / state.point_sums.seen)
-                    state.points.append(point)
-                    state.point_sums = _Sums()
-                    if on_point:
-                        on_point(point)
-                bar.set_postfix(loss=f"{state.epoch_sums.loss / state.epoch_sums.seen:.3f}",
-                                acc=f"{state.epoch_sums.correct / state.epoch_sums.seen:.4f}")
-                if state.batch == steps_per_epoch:
-                    break  # the epoch's end is checkpointed below, after the test score
-                state.epoch_seconds = time.perf_counter() - start
-                reason = stop_requested() if stop_requested else None
-                if checkpoint and (reason or (checkpoint_every and state.step % checkpoint_every == 0)):
-                    checkpoint(state)
-                if reason:
-                    bar.close()
-                    raise TrainingStopped(reason, state)
-            bar.close()
-            seconds = time.perf_counter() - start
-            sums = state.epoch_sums
-            test_accuracy = classes = None
-            if test_data is not None:
-                predicted, labels = predict_classes(self.predict, test_data.epoch())
-                self.test_predictions = predicted
-                test_accuracy = float((predicted == labels).mean())
-                classes = int(len(np.unique(predicted)))
-            metrics = EpochMetrics(epoch + 1, sums.loss / sums.seen, sums.correct / sums.seen,
-                                   test_accuracy, sums.seen / seconds, seconds, classes)
-            state.history.append(metrics)
-            state.epoch, state.batch = epoch + 1, 0
-            state.epoch_sums, state.epoch_seconds = _Sums(), 0.0
+            with tqdm(self._timed(train_data.epoch(epoch, start_batch=state.batch)),
+                      total=steps_per_epoch, initial=state.batch, leave=False,
+                      desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
+                      disable=None if progress is None else not progress) as bar:
+                for images, labels in bar:
+                    self._learn(images, labels, state, epoch)
+                    if state.step % log_every == 0 or state.batch == steps_per_epoch:
+                        point = self._record_point(state, epoch + state.batch / steps_per_epoch)
+                        if on_point:
+                            on_point(point)
+                    sums = state.epoch_sums
+                    bar.set_postfix(loss=f"{sums.loss / sums.seen:.3f}",
+                                    acc=f"{sums.correct / sums.seen:.4f}")
+                    if state.batch < steps_per_epoch:  # (the epoch's end is handled below)
+                        state.epoch_seconds = time.perf_counter() - start
+                        reason = stop_requested()
+                        if checkpoint and (reason or (checkpoint_every
+                                                      and state.step % checkpoint_every == 0)):
+                            checkpoint(state)
+                        if reason:
+                            raise TrainingStopped(reason, state)
+            metrics = self._end_epoch(state, test_data, time.perf_counter() - start)
             if on_epoch:
                 on_epoch(metrics)
             if checkpoint:
                 checkpoint(state)
-            reason = stop_requested() if stop_requested else None
+            reason = stop_requested()
             if reason and epoch + 1 < epochs:
                 raise TrainingStopped(reason, state)
         return state.history
+
+    def _learn(self, images: np.ndarray, labels: np.ndarray, state: TrainingState,
+               epoch: int) -> None:
+        """One step, the NaN guard, and the running sums."""
+        loss, correct = self.train_step(images, labels)
+        problem = (f"loss became {loss}" if not math.isfinite(loss) else
+                   None if self.weights_finite() else "weights became NaN or inf")
+        if problem:
+            raise TrainingDiverged(
+                f"{self.backend}: {problem} at epoch {epoch + 1}, step {state.batch + 1} "
+                f"({self.recipe.optimizer}, lr {self.recipe.lr:g}); training stopped. "
+                f"Try a lower learning rate, e.g. --lr {self.recipe.lr / 10:g}")
+        state.batch += 1
+        state.step += 1
+        for sums in (state.epoch_sums, state.point_sums):
+            sums.add(loss, correct, len(labels))
+
+    @staticmethod
+    def _record_point(state: TrainingState, epoch: float) -> StepMetrics:
+        sums = state.point_sums
+        point = StepMetrics(state.step, epoch, sums.loss / sums.seen, sums.correct / sums.seen)
+        state.points.append(point)
+        state.point_sums = _Sums()
+        return point
+
+    def _end_epoch(self, state: TrainingState, test_data, seconds: float) -> EpochMetrics:
+        """Score the test set, record the epoch's metrics and move the position on."""
+        test_accuracy = classes = None
+        if test_data is not None:
+            predicted, labels = predict_classes(self.predict, test_data.epoch())
+            self.test_predictions = predicted
+            test_accuracy = float((predicted == labels).mean())
+            classes = int(len(np.unique(predicted)))
+        sums = state.epoch_sums
+        metrics = EpochMetrics(state.epoch + 1, sums.loss / sums.seen, sums.correct / sums.seen,
+                               test_accuracy, sums.seen / seconds, seconds, classes)
+        state.history.append(metrics)
+        state.epoch, state.batch = state.epoch + 1, 0
+        state.epoch_sums, state.epoch_seconds = _Sums(), 0.0
+        return metrics
 
     def _timed(self, batches):
         """`batches`, adding the time each takes to arrive to ``self.data_seconds``."""
