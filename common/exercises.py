@@ -72,6 +72,7 @@ def catalogue(base: RunConfig = BUDGET) -> dict[str, Exercise]:
             "Why are there two 1x1 convolutional layers per NiN block? Increase their number "
             "to three. Reduce their number to one. What changes?",
             (_spec_variant("num_1x1=2", base, num_1x1=2),
+             _spec_variant("num_1x1=3", base, num_1x1=3),
              _spec_variant("num_1x1=1", base, num_1x1=1),
              _spec_variant("num_1x1=0", base, num_1x1=0)),
             "The 1x1 convolutions are the block's per-pixel multilayer perceptron (the "
