@@ -47,7 +47,11 @@ def test_default_recipe_converges(backend, fashion_mnist, default_runs):
     result = default_runs(backend.BACKEND)
     history = result.history
     assert result.summary["config"]["test_limit"] is None  # all 10,000 test images
-    assert history[0].train_loss < 1.0, "the first epoch should leave ln(10) = 2.303 far behind"
+    # The epoch's mean includes the warmup from ln(10) = 2.303 (measured 1.23-1.27 in CI); the
+    # loss over its last tenth and the first test score show where it ended.
+    end_of_first_epoch = [point for point in result.points if point.epoch <= 1][-1]
+    assert end_of_first_epoch.train_loss < 1.0, "the first epoch should leave 2.303 far behind"
+    assert history[0].test_accuracy > 0.6
     assert history[-1].train_loss < history[0].train_loss
     assert history[-1].test_accuracy >= MIN_ACCURACY, [m.test_accuracy for m in history]
     assert result.summary["classes_never_predicted"] == []
