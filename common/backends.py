@@ -48,7 +48,8 @@ def load_backend(name: str) -> ModuleType:
         return importlib.import_module(package)  # which imports (and configures) the framework
     except BackendUnavailable:
         raise
-    except Exception as error:  # frameworks fail in many ways (ImportError, AttributeError, OSError)
+    # frameworks fail in many ways (ImportError, AttributeError, OSError)
+    except Exception as error:
         try:
             importlib.import_module(framework)
         except Exception:

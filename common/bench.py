@@ -96,7 +96,8 @@ def _flops_per_image(size: int) -> float:
 
 def _row(name, mode, size, batch, rate, peak, baseline, busy=False, loader_share=None,
          device="cpu") -> Row:
-    gflops = rate * _flops_per_image(size) * (TRAIN_FLOPS_PER_FORWARD if mode != "infer" else 1) / 1e9
+    gflops = (rate * _flops_per_image(size)
+              * (TRAIN_FLOPS_PER_FORWARD if mode != "infer" else 1) / 1e9)
     return Row(name, mode, size, batch, rate, gflops, gflops / peak, peak, baseline, busy,
                loader_share, device)
 

@@ -103,7 +103,8 @@ def save_checkpoint(run_dir: Path, backend, trainer, config: RunConfig,
             "config": config.to_dict(), "state": state.to_dict(),
             "optimizer": {"name": optimizer.optimizer, "step": optimizer.step},
         }
-        arrays = {f"weights/{key}": value for key, value in backend.get_weights(trainer.net).items()}
+        arrays = {f"weights/{key}": value
+                  for key, value in backend.get_weights(trainer.net).items()}
         for slot, values in optimizer.slots.items():
             arrays.update({f"optimizer/{slot}/{key}": value for key, value in values.items()})
         with open(temporary / STATE_FILE, "wb") as file:

@@ -71,7 +71,8 @@ def compare(config: RunConfig, backends: list[str], out: Path, *, checkpoint_eve
         final_rows.append([FRAMEWORK_LABELS[name], result.summary["device"],
                            f"{final.train_loss:.4f}", accuracy_text(final.train_accuracy),
                            accuracy_text(final.test_accuracy), len(never),
-                           round(final.examples_per_second), round(result.summary["train_seconds"], 1)])
+                           round(final.examples_per_second),
+                           round(result.summary["train_seconds"], 1)])
     accuracies = [result.history[-1].test_accuracy for result in results.values()]
     headers = ["layer", "analytic", *backends, "agree"]
     report = [

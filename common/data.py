@@ -70,7 +70,8 @@ def _read_idx(path: Path, *, images: bool, count: int, verify: bool) -> np.ndarr
     (or decompresses to) far more than Fashion-MNIST holds cannot exhaust memory."""
     if not path.is_file():
         raise _error(path, "file is missing")
-    kind, magic, shape = ("images", 2051, (IMAGE_SIZE, IMAGE_SIZE)) if images else ("labels", 2049, ())
+    kind, magic, shape = (("images", 2051, (IMAGE_SIZE, IMAGE_SIZE)) if images
+                          else ("labels", 2049, ()))
     header_size = 4 * (2 + len(shape))
     digest = hashlib.sha256()
     try:
@@ -161,7 +162,8 @@ def to_model_input(images: np.ndarray, size: int, *, standardize: bool = False) 
     """
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}")
+        raise ValueError(f"expected uint8 images of shape (N, H, W), "
+                         f"got {images.dtype} {images.shape}")
     _check_positive("size", size)
     x = images.astype(np.float32) / np.float32(255)  # what torchvision's ToTensor does
     n, height, width = x.shape
@@ -225,13 +227,15 @@ class DataLoader:
         return -(-self.num_examples // self.batch_size)
 
     def order(self, index: int = 0) -> np.ndarray:
-        """Example indices of epoch `index`: a permutation seeded by (seed, index), or file order."""
+        """Example indices of epoch `index`: a permutation seeded by (seed, index),
+        or file order."""
         if not self.shuffle:
             return np.arange(self.num_examples)
         # Permute examples, not batches, and seed per epoch so any process can replay epoch k.
         return np.random.default_rng([self.seed, index]).permutation(self.num_examples)
 
-    def epoch(self, index: int = 0, start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(self, index: int = 0,
+              start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Batches of epoch `index`, from batch `start_batch` on (to resume mid-epoch)."""
         order = self.order(index)
         shifts = augmentation(self.seed, index, self.num_examples) if self.augment else None
@@ -253,7 +257,8 @@ def _check_limit(name: str, limit: int | None, split: str) -> int:
     total = SPLIT_SIZES[split]
     if limit is None:
         return total
-    if isinstance(limit, bool) or not isinstance(limit, numbers.Integral) or not 1 <= limit <= total:
+    if (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
+            or not 1 <= limit <= total):
         raise ValueError(f"{name} must be an integer in 1..{total} (the {split} split size), "
                          f"got {limit!r}")
     return int(limit)

@@ -29,17 +29,20 @@ def accuracy_text(value: float | None) -> str:
 def _is_number(value) -> bool:
     if isinstance(value, bool):
         return False
-    return isinstance(value, (int, float)) or (isinstance(value, str) and bool(_NUMBER.match(value)))
+    return (isinstance(value, (int, float))
+            or (isinstance(value, str) and bool(_NUMBER.match(value))))
 
 
-def format_table(headers: Sequence[str], rows: Iterable[Sequence], *, markdown: bool = False) -> str:
+def format_table(headers: Sequence[str], rows: Iterable[Sequence], *,
+                 markdown: bool = False) -> str:
     """Align `rows` under `headers`; numbers (and number-like text such as
     :func:`accuracy_text`) right-aligned, integers with thousands separators."""
     rows = [list(row) for row in rows]
     cells = [[_cell(value) for value in row] for row in rows]
     numeric = [all(_is_number(row[i]) for row in rows if i < len(row)) and bool(rows)
                for i in range(len(headers))]
-    widths = [max([len(header)] + [len(row[i]) for row in cells]) for i, header in enumerate(headers)]
+    widths = [max([len(header)] + [len(row[i]) for row in cells])
+              for i, header in enumerate(headers)]
 
     def line(values):
         padded = [value.rjust(width) if right else value.ljust(width)

@@ -57,7 +57,8 @@ from dataclasses import dataclass, replace
 
 from .report import format_table
 from .shapes import check_input_shape, conv_shapes, layer_params, layer_shapes
-from .spec import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, Spec, layer_kind, make_spec
+from .spec import (ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, Spec, layer_kind,
+                   make_spec)
 
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
 DTYPE_BYTES = {"float32": 4, "int64": 8, "bool": 1}

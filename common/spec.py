@@ -186,7 +186,8 @@ def _checked(fields: dict) -> dict:
         if key in _LIMITS:
             low, high = _LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{key} must be a whole number in {low}..{high}, got {value!r:.40}")
+                raise ValueError(f"{key} must be a whole number in {low}..{high}, "
+                                 f"got {value!r:.40}")
         elif key == "rate":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"rate must be in [0, 1), got {value!r:.40}")

@@ -245,7 +245,8 @@ def write_report(out: Path, variants: list[Variant], backends: list[str], seeds:
     lines += ["## Accuracy per class (mean over seeds)", ""]
     rows = []
     for (label, backend), cell in stats.items():
-        rows.append([label, backend, *(accuracy_text(value) for value in cell.per_class.mean(axis=0))])
+        rows.append([label, backend,
+                     *(accuracy_text(value) for value in cell.per_class.mean(axis=0))])
     lines += [format_table(["variant", "backend", *CLASS_NAMES], rows, markdown=True), ""]
 
     plots.plot_sweep({key: cell.accuracies for key, cell in stats.items()},

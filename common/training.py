@@ -56,7 +56,8 @@ class Recipe:
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}")
+            raise ValueError(f"unknown optimizer {self.optimizer!r}; "
+                             f"choose from {', '.join(OPTIMIZERS)}")
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -69,7 +70,8 @@ class Recipe:
                 or self.warmup_steps < 0:
             raise ValueError(f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}")
+            raise ValueError(f"unknown schedule {self.schedule!r}; "
+                             f"choose from {', '.join(SCHEDULES)}")
         if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
             raise ValueError(f"clip norm must be >= 0 (0 is off), got {self.clip_norm}")
 

@@ -72,7 +72,8 @@ def parameter_names(spec: Spec) -> list[str]:
 
 def slot_of(spec: Spec) -> dict[str, ParamSlot]:
     """Each canonical parameter name's layer."""
-    return {f"{slot.name}.{kind}": slot for slot in param_slots(spec) for kind in ("weight", "bias")}
+    return {f"{slot.name}.{kind}": slot
+            for slot in param_slots(spec) for kind in ("weight", "bias")}
 
 
 def as_float32(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -101,7 +102,8 @@ def init_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
         out_units, in_units, *kernel = slot.weight_shape
         receptive = int(np.prod(kernel)) if kernel else 1
         bound = np.sqrt(6.0 / ((in_units + out_units) * receptive))
-        arrays[f"{slot.name}.weight"] = rng.uniform(-bound, bound, slot.weight_shape).astype(np.float32)
+        arrays[f"{slot.name}.weight"] = rng.uniform(-bound, bound,
+                                                    slot.weight_shape).astype(np.float32)
         arrays[f"{slot.name}.bias"] = np.zeros(out_units, np.float32)
     return arrays
 

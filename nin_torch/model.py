@@ -47,7 +47,8 @@ def _layer(layer) -> nn.Module:
     if isinstance(layer, Flatten):
         return nn.Flatten()
     if isinstance(layer, Dense):
-        return nn.Sequential(nn.LazyLinear(layer.units), nn.ReLU()) if layer.relu else nn.LazyLinear(layer.units)
+        return (nn.Sequential(nn.LazyLinear(layer.units), nn.ReLU()) if layer.relu
+                else nn.LazyLinear(layer.units))
     raise TypeError(f"unknown layer {layer!r}")
 
 

@@ -124,13 +124,15 @@ class Trainer(training.Trainer):
         slots = {slot: from_canonical(self.net, arrays) for slot, arrays in state.slots.items()}
         for name, parameter in zip(parameter_names(self.net), self._parameters):
             def tensor(slot):
-                return torch.from_numpy(np.array(slots[slot][name], np.float32)).to(parameter.device)
+                return torch.from_numpy(
+                    np.array(slots[slot][name], np.float32)).to(parameter.device)
             if self.recipe.optimizer == "adam":
                 self.optimizer.state[parameter] = {
                     "step": torch.tensor(float(state.step)), "exp_avg": tensor("m"),
                     "exp_avg_sq": tensor("v")}
             else:
-                self.optimizer.state[parameter] = {"momentum_buffer": tensor("velocity") / -self._lr}
+                self.optimizer.state[parameter] = {
+                    "momentum_buffer": tensor("velocity") / -self._lr}
 
 
 train = Trainer.train

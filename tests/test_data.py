@@ -178,7 +178,8 @@ def test_checksum_mismatch(tmp_path, real_dir):
     message = _expect_error(directory, "t10k-images-idx3-ubyte.gz")
     assert "differs from upstream Fashion-MNIST" in message
     # Structurally valid, so only the checksum catches it.
-    assert load_fashion_mnist(directory, verify_checksums=False).test_images.shape == (10000, 28, 28)
+    assert (load_fashion_mnist(directory, verify_checksums=False).test_images.shape
+            == (10000, 28, 28))
 
 
 # ---- where the data comes from ----

@@ -44,7 +44,8 @@ def test_shapes_match_common_arithmetic(backend, default_net, input_shape):
     assert backend.layer_shapes(default_net, input_shape) == expected
 
 
-@pytest.mark.parametrize("options", VARIANTS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize("options", VARIANTS,
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
 def test_parameter_counts_match_analytic_total_and_per_layer(backend, options):
     net = backend.build_nin(**options)
     spec = make_spec("nin", **options)
@@ -64,7 +65,8 @@ def test_alexnet_builds_with_the_analytic_counts(backend):
     assert backend.count_params(net) == 46_764_746
     assert backend.params_by_layer(net) == {layer.name: layer.total
                                            for layer in shapes.layer_params(net.spec)}
-    assert backend.layer_shapes(net, (1, 1, 224, 224)) == shapes.layer_shapes(net.spec, (1, 1, 224, 224))
+    assert (backend.layer_shapes(net, (1, 1, 224, 224))
+            == shapes.layer_shapes(net.spec, (1, 1, 224, 224)))
 
 
 def test_nin_block_infers_input_channels(backend):

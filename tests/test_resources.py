@@ -336,7 +336,8 @@ def test_the_readmes_figures():
 
     figures = {name: (format_bytes(result.training_memory("sgd").total),
                       format_bytes(result.inference_memory()))
-               for name, result in ((name, resources(name, 224, 128)) for name in ("nin", "alexnet"))}
+               for name, result in ((name, resources(name, 224, 128))
+                                    for name in ("nin", "alexnet"))}
     assert figures == {"nin": ("952.4 MiB", "281.0 MiB"), "alexnet": ("844.9 MiB", "451.8 MiB")}
     assert count_params(make_spec("nin", num_1x1=1)) == 1_769_112
 

@@ -161,7 +161,8 @@ def add_training_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--weight-decay", type=fraction(0, 1), help="L2 on the gradient")
     group.add_argument("--warmup-steps", type=whole(0, 10_000_000))
     group.add_argument("--schedule", choices=["constant", "cosine"])
-    group.add_argument("--clip-norm", type=fraction(0, 1e6), help="global gradient-norm clip; 0 off")
+    group.add_argument("--clip-norm", type=fraction(0, 1e6),
+                       help="global gradient-norm clip; 0 off")
     group.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=None,
                        help="standardize inputs with the training set's mean and std")
     group.add_argument("--augment", action=argparse.BooleanOptionalAction, default=None,

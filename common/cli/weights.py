@@ -30,7 +30,8 @@ def load_weights_into(backend, path: Path, spec_args):
     try:
         backend.load_native(net, path)
     except Exception as error:  # each framework raises its own types; report them as one line
-        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        first_line = (str(error).strip().splitlines()[0] if str(error).strip()
+                      else type(error).__name__)
         raise UsageError(f"cannot load {path} as {backend.BACKEND} weights of "
                          f"{spec.describe()}: {first_line}") from None
     return net
@@ -170,7 +171,8 @@ def add_commands(commands) -> None:
     sub.set_defaults(function=cmd_convert)
     sub.add_argument("--from", required=True, choices=list(BACKENDS))
     sub.add_argument("--to", required=True, choices=list(BACKENDS))
-    sub.add_argument("input", help="a run folder, weights.npz or the source framework's native file")
+    sub.add_argument("input",
+                     help="a run folder, weights.npz or the source framework's native file")
     sub.add_argument("output", help="the target's native file, or .npz")
     sub.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     add_spec_arguments(sub)
