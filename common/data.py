@@ -9,11 +9,13 @@ import hashlib
 import math
 import numbers
 import os
+import queue
 import struct
+import threading
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator, TypeVar
 
 import numpy as np
 
@@ -251,6 +253,52 @@ class DataLoader:
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.epoch(0)
+
+
+T = TypeVar("T")
+
+
+def prefetched(items: Iterable[T], depth: int = 2) -> Iterator[T]:
+    """`items` in the same order, produced up to `depth` ahead by a background thread.
+
+    Augmenting, resizing and standardising a batch is NumPy work that releases the GIL, so
+    it overlaps the framework's step instead of running between steps. An error in the
+    producer is raised here; closing this generator stops the producer.
+    """
+    ready: queue.Queue = queue.Queue(maxsize=depth)
+    stop, end = threading.Event(), object()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                ready.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                pass
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as error:  # handed to the consumer, raised in its thread
+            put((end, error))
+
+    producer = threading.Thread(target=produce, name="nin-prefetch", daemon=True)
+    producer.start()
+    try:
+        while True:
+            item, error = ready.get()
+            if item is end:
+                if error is not None:
+                    raise error
+                return
+            yield item
+    finally:
+        stop.set()
+        producer.join()
 
 
 def _check_limit(name: str, limit: int | None, split: str) -> int:

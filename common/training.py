@@ -19,10 +19,13 @@ from __future__ import annotations
 import copy
 import math
 import time
+from contextlib import closing
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Iterable
 
 import numpy as np
+
+from .data import prefetched
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
@@ -354,10 +357,12 @@ class Trainer:
         stop_requested = stop_requested or (lambda: None)
         for epoch in range(state.epoch, epochs):
             start = time.perf_counter() - state.epoch_seconds
-            with tqdm(self._timed(train_data.epoch(epoch, start_batch=state.batch)),
-                      total=steps_per_epoch, initial=state.batch, leave=False,
-                      desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
-                      disable=None if progress is None else not progress) as bar:
+            batches = prefetched(train_data.epoch(epoch, start_batch=state.batch))
+            with closing(batches), tqdm(self._timed(batches), total=steps_per_epoch,
+                                        initial=state.batch, leave=False,
+                                        desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
+                                        disable=None if progress is None
+                                        else not progress) as bar:
                 for images, labels in bar:
                     self._learn(images, labels, state, epoch)
                     if state.step % log_every == 0 or state.batch == steps_per_epoch:
@@ -413,7 +418,8 @@ class Trainer:
         """Score the test set, record the epoch's metrics and move the position on."""
         test_accuracy = classes = None
         if test_data is not None:
-            predicted, labels = predict_classes(self.predict, test_data.epoch())
+            with closing(prefetched(test_data.epoch())) as batches:
+                predicted, labels = predict_classes(self.predict, batches)
             self.test_predictions = predicted
             test_accuracy = float((predicted == labels).mean())
             classes = int(len(np.unique(predicted)))

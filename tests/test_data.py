@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import pytest
 from common import data
 from common.data import (CLASS_NAMES, DATA_DIR_ENV, DEFAULT_DATA_DIR, DataLoader, DatasetError,
                          FashionMNIST, bilinear_matrix, load_data, load_fashion_mnist,
-                         resolve_data_dir, to_model_input)
+                         prefetched, resolve_data_dir, to_model_input)
 
 from .conftest import get_backend
 
@@ -281,6 +282,27 @@ def test_loader_unshuffled_and_exact_batches():
     assert np.array_equal(_order(loader, 5), np.arange(96))
     with pytest.raises(ValueError, match="batch_size"):
         _indexed_loader(10, 0, shuffle=False)
+
+
+
+def test_prefetching_keeps_the_batches_and_their_order(fmnist):
+    loader, _ = load_data(64, 67, seed=3, train_limit=640, augment=True, standardize=True)
+    direct, ahead = list(loader.epoch(2, start_batch=1)), list(prefetched(loader.epoch(2, 1)))
+    assert len(direct) == len(ahead) == 9
+    for (images, labels), (images_ahead, labels_ahead) in zip(direct, ahead):
+        assert np.array_equal(images, images_ahead) and np.array_equal(labels, labels_ahead)
+
+
+def test_prefetching_raises_the_producers_error_and_stops_when_closed():
+    def broken():
+        yield 1
+        raise DatasetError("the file went away")
+    with pytest.raises(DatasetError, match="went away"):
+        list(prefetched(broken()))
+    batches = prefetched(iter(range(1000)), depth=2)
+    assert next(batches) == 0
+    batches.close()  # what a stopped run does: the producer thread must end, not block
+    assert not any(thread.name == "nin-prefetch" for thread in threading.enumerate())
 
 
 def test_load_data(fmnist):
