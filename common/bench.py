@@ -36,6 +36,7 @@ GEMM_SIZE = 2048
 HEADERS = ["framework", "mode", "path", "size", "batch", "img/s", "GFLOP/s", "MFU",
            "loader share"]
 TRAIN_FLOPS_PER_FORWARD = 3
+ONNX_RUNS = 7
 
 
 @dataclass(frozen=True)
@@ -161,8 +162,8 @@ class BusyMachine:
 
 def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: int,
               repeats: int = 3, baseline: bool = False, real_data: bool = False,
-              busy: bool = False, out: str | None = None, json_path: str | None = None,
-              log=print) -> list[Row]:
+              busy: bool = False, onnx: bool = False, out: str | None = None,
+              json_path: str | None = None, log=print) -> list[Row]:
     peaks = measure_peak(backends)
     peak = max(peaks.values())
     log("fp32 GEMM peak (2048^3): " + ", ".join(f"{name} {value:.0f} GFLOP/s"
@@ -187,12 +188,20 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
         with BusyMachine():
             for name in backends:
                 show(bench_steps(name, min(sizes), batch_size, steps, repeats, peak, busy=True))
+    onnx_table = None
+    if onnx:
+        from .onnx import onnx_bench_table
+
+        onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
+                                      runs=max(ONNX_RUNS, repeats))
+        log(onnx_table)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_markdown(Path(out), rows, peaks, backends, steps=steps, repeats=repeats)
+        write_markdown(Path(out), rows, peaks, backends, steps=steps, repeats=repeats,
+                       onnx_table=onnx_table)
     return rows
 
 
@@ -223,7 +232,7 @@ def speedups(rows: list[Row]) -> list[list]:
 
 
 def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backends: list[str],
-                   *, steps: int, repeats: int) -> Path:
+                   *, steps: int, repeats: int, onnx_table: str | None = None) -> Path:
     from .plots import plot_bench
 
     chart = path.with_suffix(".png")
@@ -256,6 +265,17 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
                       "inference / training", "busy / quiet machine"], speedups(rows),
                      markdown=True),
         "",
+        *([] if onnx_table is None else [
+            "## onnxruntime against each framework (inference)",
+            "",
+            "Each backend's export of the same NiN on onnxruntime (CPU provider, no "
+            "spin-waiting), timed in turns with the framework on the same batch, so a busy "
+            f"spell slows both alike; medians of {max(ONNX_RUNS, repeats)} rounds "
+            "(docs/onnx.md).",
+            "",
+            onnx_table,
+            "",
+        ]),
         "## Noise",
         "",
         "The machine is a shared 2-core VM: absolute figures move from run to run and machine "

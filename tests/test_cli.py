@@ -268,7 +268,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
 def test_bench_measures_throughput_flops_and_mfu(backend, tmp_path, capsys):
     out, rows_path = tmp_path / "bench" / "benchmarks.md", tmp_path / "bench.json"
     assert main(["bench", "--backends", backend.BACKEND, "--size", "67", "--batch", "4",
-                 "--steps", "1", "--repeats", "1", "--baseline", "--real-data",
+                 "--steps", "1", "--repeats", "1", "--baseline", "--real-data", "--onnx",
                  "--out", str(out), "--json", str(rows_path)]) == 0
     assert "fp32 GEMM peak" in capsys.readouterr().out
     rows = json.loads(rows_path.read_text())
@@ -288,4 +288,5 @@ def test_bench_measures_throughput_flops_and_mfu(backend, tmp_path, capsys):
     assert 0 <= loop["loader_share"] < 1
     text = out.read_text()
     assert "| framework" in text and "fast / baseline" in text
+    assert "onnxruntime against each framework" in text and "onnxruntime img/s" in text
     assert is_png(out.with_suffix(".png"))

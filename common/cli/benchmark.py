@@ -18,9 +18,16 @@ def cmd_bench(args) -> int:
     for path in (args.out, args.json):
         if path:
             check_writable_parent(Path(path))
-    run_bench(backend_list(args.backends), sizes=args.size, batch_size=args.batch,
+    backends = backend_list(args.backends)
+    if args.onnx:
+        from ..onnx import NEEDED, require
+
+        for name in backends:
+            require(*NEEDED[name])
+    run_bench(backends, sizes=args.size, batch_size=args.batch,
               steps=args.steps, repeats=args.repeats, baseline=args.baseline,
-              real_data=args.real_data, busy=args.busy, out=args.out, json_path=args.json)
+              real_data=args.real_data, busy=args.busy, onnx=args.onnx, out=args.out,
+              json_path=args.json)
     return 0
 
 
@@ -42,5 +49,7 @@ def add_commands(commands) -> None:
                           "loader's share")
     sub.add_argument("--busy", action="store_true",
                      help="also time training while another process keeps the cores busy")
+    sub.add_argument("--onnx", action="store_true",
+                     help="also time onnxruntime on each backend's ONNX export (inference)")
     sub.add_argument("--out", help="write the Markdown report (and a PNG chart beside it)")
     sub.add_argument("--json", help="write the rows as JSON")
