@@ -84,15 +84,8 @@ class Trainer(distributed.DataParallel, LocalTrainer):
         # Back in cross-replica context with one replica per worker, the all-reduced gradients
         # are plain tensors. Applied here, outside strategy.run, the Keras optimizer does not
         # all-reduce them a second time (inside, it sums them again), and clipping and L2 act
-        # on the global gradient, as in nin_tf.train.Trainer._graph_step.
-        if self.recipe.clip_norm:
-            norm = tf.linalg.global_norm(gradients)
-            scale = tf.minimum(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
-            gradients = [gradient * scale for gradient in gradients]
-        if self.recipe.weight_decay:
-            gradients = [gradient + self.recipe.weight_decay * variable
-                         for gradient, variable in zip(gradients, self._variables)]
-        self.optimizer.apply(gradients, self._variables)
+        # on the global gradient, as in a single process.
+        self._apply(gradients)
         return share, correct
 
     def _shard_step(self, images: np.ndarray, labels: np.ndarray,

@@ -63,7 +63,12 @@ class Trainer(training.Trainer):
         with tf.GradientTape() as tape:
             logits = self.net(images, training=True)
             loss = self.loss(labels, logits)
-        gradients = tape.gradient(loss, self._variables)
+        self._apply(tape.gradient(loss, self._variables))
+        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == labels, tf.int32))
+        return loss, correct
+
+    def _apply(self, gradients) -> None:
+        """Clip to the global norm, add L2, and update: the Recipe, inside the traced step."""
         if self.recipe.clip_norm:
             norm = tf.linalg.global_norm(gradients)
             scale = tf.minimum(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
@@ -74,8 +79,6 @@ class Trainer(training.Trainer):
             gradients = [gradient + self.recipe.weight_decay * variable
                          for gradient, variable in zip(gradients, self._variables)]
         self.optimizer.apply(gradients, self._variables)
-        correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == labels, tf.int32))
-        return loss, correct
 
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         if not self.fast:
