@@ -9,12 +9,13 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from ..backends import BACKENDS, load_backend
+from ..backends import BACKENDS
 from ..shapes import count_params
 from ..training import TrainingStopped
 from . import workers
-from .common import (RESUME_FLAGS, UsageError, add_training_arguments, backend_list, flag,
-                     given_training_flags, progress, run_config)
+from .common import (UsageError, add_training_arguments, backend_list, given_training_flags,
+                     progress, run_config)
+from .plan import announce, preflight, resume_plan
 
 EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -60,20 +61,6 @@ def _stopped(stop: TrainingStopped, command: str) -> int:
     return exit_status(stop)
 
 
-def _announce(config, log=print) -> None:
-    sentence = config.head_sentence()
-    if sentence:
-        log(sentence)
-    log(f"Training {config.describe()}.")
-
-
-def _preflight(config, backends: list[str]) -> None:
-    """Everything that can fail before a run folder is created: frameworks and data."""
-    for name in backends:
-        load_backend(name)
-    config.loaders()
-
-
 # -- nin train -----------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
@@ -91,9 +78,9 @@ def cmd_train(args) -> int:
         config = replace(config, batch_size=config.batch_size * launched)  # per worker
     out = check_new_run_dir(args.out or default_run_dir(f"train-{args.backend}"),
                             count_params(config.spec()))
-    _preflight(config, [args.backend])
+    preflight(config, [args.backend])
     if not launched:
-        _announce(config)
+        announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
@@ -118,9 +105,9 @@ def _finished(result, config) -> None:
 def _resume_train(args) -> int:
     checkpoint, config, backend, out = resume_plan(args)
     launched = workers.launched(backend, args)
-    _preflight(config, [backend])
+    preflight(config, [backend])
     if not launched:
-        _announce(config)
+        announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
@@ -132,39 +119,6 @@ def _resume_train(args) -> int:
     if result:
         _finished(result, config)
     return 0
-
-
-def resume_plan(args):
-    """What ``nin train --resume`` continues, checked: (checkpoint, config, backend, folder)."""
-    from ..checkpoint import check_resumable, latest_checkpoint
-    from ..runs import check_new_run_dir
-
-    run_dir = Path(args.resume)
-    changed = given_training_flags(args) - RESUME_FLAGS
-    if changed:
-        raise UsageError(f"--resume continues {run_dir} as it was configured; "
-                         f"{', '.join(sorted(flag(name) for name in changed))} cannot change "
-                         f"(only {', '.join(sorted(flag(name) for name in RESUME_FLAGS))})")
-    checkpoint = latest_checkpoint(run_dir)
-    config = checkpoint.config
-    recipe = replace(config.recipe, **{name: getattr(args, name) for name in ("lr", "clip_norm")
-                                       if getattr(args, name) is not None})
-    config = replace(config, recipe=recipe, epochs=args.epochs or config.epochs,
-                     data_dir=args.data_dir or config.data_dir).check()
-    state = checkpoint.state
-    if config.epochs < state.epoch or (config.epochs == state.epoch and state.batch):
-        raise UsageError(f"{run_dir} is already past epoch {config.epochs} "
-                         f"({checkpoint.describe()}); --epochs must be at least {state.epoch + 1}")
-    backend = args.backend or checkpoint.backend
-    if args.out:
-        out = check_new_run_dir(args.out, count_params(config.spec()))
-    else:
-        out = run_dir
-        check_resumable(checkpoint, backend=backend)
-        if config.epochs == state.epoch:
-            raise UsageError(f"{run_dir} is complete ({config.epochs} epochs); give --epochs N "
-                             "to train it further")
-    return checkpoint, config, backend, out
 
 
 # -- nin compare ---------------------------------------------------------------------------------
@@ -186,8 +140,8 @@ def cmd_compare(args) -> int:
         backends = backend_list(args.backends or "all")
         out = check_new_run_dir(args.out or default_run_dir("compare"),
                                 len(backends) * count_params(config.spec()))
-    _preflight(config, backends)
-    _announce(config)
+    preflight(config, backends)
+    announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
@@ -232,8 +186,8 @@ def cmd_sweep(args) -> int:
     check_writable_parent(out / "sweep.json", 8 * count_params(config.spec())
                           * len(variants) * len(backends) * len(seeds))
     check_manifest(out, variants, backends, seeds)
-    _preflight(config, backends)
-    _announce(config)
+    preflight(config, backends)
+    announce(config)
     with StopOnSignal() as stop:
         try:
             report = run_sweep(variants, backends, seeds, out, stop_requested=stop,

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import distributed, launcher
 from .common import UsageError, run_config, whole
+from .plan import announce, preflight, resume_plan
 
 RUN_FLAGS_LEFT_OUT = ("workers", "port")  # the launcher's own flags; the rest reach the workers
 
@@ -82,7 +83,6 @@ def launch_train(args) -> int:
     """Start `args.workers` workers of this ``nin train`` and wait for them."""
     from ..runs import LOGS, check_new_run_dir, default_run_dir
     from ..shapes import count_params
-    from .training import _announce, _preflight, resume_plan
 
     count = args.workers
     if args.resume:
@@ -104,8 +104,8 @@ def launch_train(args) -> int:
                          "variables are set); leave --workers out")
     distributed.check_shardable(config.train_images, config.batch_size, count)
     ports = launcher.pick_ports(launcher.ports_needed(backend, count), args.port)
-    _preflight(config, [backend])
-    _announce(config)
+    preflight(config, [backend])
+    announce(config)
     print(f"{count} workers on {launcher.LOOPBACK}, {launcher.ENGINES[backend]}: batch "
           f"{config.batch_size // count} per worker, {config.batch_size} in all.")
     logs = out / LOGS
