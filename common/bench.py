@@ -281,7 +281,9 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
         "The machine is a shared 2-core VM: absolute figures move from run to run and machine "
         "to machine, so compare ratios measured in one run (the table above), never absolute "
         "times across runs. *busy / quiet* is the same measurement with another process "
-        "keeping both cores busy (`--busy`): what a shared machine does to each framework.",
+        "keeping both cores busy (`--busy`): what a shared machine does to each framework. "
+        "The peak is a measured matrix product, not a datasheet figure: a convolution that "
+        "reuses its cache better can beat it, which shows as an MFU above 1.",
         "",
     ])
     path.write_text(text)
