@@ -89,8 +89,8 @@ def catalogue(base: RunConfig = BUDGET) -> dict[str, Exercise]:
              _spec_variant("gradual-linear-head", base, final_relu=False, head_width=96)),
             "In one step, the last block is three ReLU convolutions of only 10 channels: each "
             "class has a single map, and a map that is <= 0 on every image passes no "
-            "gradient through its ReLU, so that class is never predicted again (a 'dead' "
-            "class). The gradual head (384 -> 96 -> 10) squeezes in two steps, through a "
+            "gradient through its ReLU; unless the layers below lift it again, that class is "
+            "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes in two steps, through a "
             "block of 96 channels: more parameters and three more ReLU layers for the "
             "gradient to cross, and its last ReLU can still kill a class. Dropping the ReLU "
             "on the class maps (the linear head) removes the failure itself."),
@@ -352,8 +352,8 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
         "scores. NiN starts there: through twelve ReLU convolutions the book's Xavier "
         "initialisation shrinks the signal, so the initial logits are about 1e-3. With the "
         "book's head the logits are the averages of ReLU outputs, and a class map that is "
-        "<= 0 on every image is dead: no gradient reaches it, its logit stays 0, and that "
-        "class is never predicted. Count the live maps (> 0 somewhere on the first "
+        "<= 0 on every image is dead: no gradient reaches its own weights, and its logit "
+        "stays 0. Count the live maps (> 0 somewhere on the first "
         f"{PROBE_IMAGES} test images) over the first {PLATEAU_STEPS} steps, book's "
         "head, per backend and seed:",
         "",
@@ -363,18 +363,24 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
                       f"live at step {last_step}",
                       "loss then"], rows, markdown=True),
         "",
-        "Plain SGD at lr 0.1 barely moves the tiny logits, so the loss sits at 2.303 while "
-        "the dead maps stay dead; Adam's per-parameter steps leave the plateau within the "
-        "first steps, but a map that died on the way stays dead. The linear head (no ReLU "
-        "on the class maps; `--linear-head`, the presets' default) cannot lose a class this "
-        "way: every class map gets a gradient on every image.",
+        "Plain SGD at lr 0.1 barely moves the tiny logits, so the loss stays near 2.303 "
+        "for hundreds of steps; Adam's per-parameter steps leave the plateau sooner. A dead "
+        "map gets no gradient of its own, but the features below it keep changing for the "
+        "other classes' sake and can revive it, or kill a live one: the table shows both. "
+        "A map still dead at the end is a class never predicted (the sweeps in "
+        "docs/training.md count them). The linear head (no ReLU on the class maps; "
+        "`--linear-head`, the presets' default) cannot lose a class this way: every class "
+        "map gets a gradient on every image.",
         "",
         "## Readers' question: why does it blow up to NaN?",
         "",
         f"The first {NAN_STEPS} steps (batch {BUDGET.batch_size}, seed 0, linear head, "
         "standardized inputs) at the book's learning rate and above. A step too large for "
-        "the curvature overshoots; the next gradient is larger still, and the weights grow "
-        "until a float32 overflows to inf, and inf - inf is NaN. Every backend's guard "
+        "the curvature overshoots, the next gradient is larger still, and the weights grow: "
+        "the loss explodes (to millions, at chance accuracy) or, once a float32 overflows "
+        "to inf and inf - inf gives NaN, becomes NaN. Which comes first, and when, differs "
+        "from framework to framework (float rounding decides it), as the table shows; a "
+        "rate that only stalls the loss at 2.3 is too large as well. Every backend's guard "
         "checks the loss and the weights after each step (MXNet's ReLU maps NaN to 0, so "
         "its loss alone can look finite) and stops at the first non-finite value, naming "
         "the step and suggesting a lower rate; the last checkpoint before it stays "
