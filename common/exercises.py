@@ -90,8 +90,9 @@ def catalogue(base: RunConfig = BUDGET) -> dict[str, Exercise]:
             "In one step, the last block is three ReLU convolutions of only 10 channels: each "
             "class has a single map, and a map that is <= 0 on every image passes no "
             "gradient through its ReLU; unless the layers below lift it again, that class is "
-            "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes in two steps, through a "
-            "block of 96 channels: more parameters and three more ReLU layers for the "
+            "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes "
+            "in two steps, through a block of 96 channels: more parameters and three more "
+            "ReLU layers for the "
             "gradient to cross, and its last ReLU can still kill a class. Dropping the ReLU "
             "on the class maps (the linear head) removes the failure itself."),
         "5": Exercise(
