@@ -157,8 +157,7 @@ def write_section(exercise: Exercise, variants: list[Variant], folder: Path,
                  if found[(variant.label, name)] else float("nan") for name in backends]
         rows.append([variant.label, shapes.count_params(spec),
                      f"{resources(spec, variant.config.size, 1).flops / 1e9:.3f}",
-                     *[f"{accuracy_text(cell.mean)} ± {accuracy_text(cell.std)}" if cell else "-"
-                       for cell in cells],
+                     *[cell.mean_text() if cell else "-" for cell in cells],
                      accuracy_text(accuracies.mean()) if accuracies.size else "-",
                      accuracy_text(accuracies.min()) if accuracies.size else "-",
                      f"{never}/{accuracies.size}",
@@ -173,11 +172,13 @@ def write_section(exercise: Exercise, variants: list[Variant], folder: Path,
         f"> {exercise.question}",
         "",
         f"Each variant trained in {', '.join(FRAMEWORK_LABELS[name] for name in backends)} "
-        f"with seeds {', '.join(map(str, seeds))}: {base.describe(seed=False)} (unless the "
+        f"with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: "
+        f"{base.describe(seed=False)} (unless the "
         "variant says otherwise).",
         "",
-        format_table(["variant", "parameters", "GFLOPs / image", *[f"{name} (mean ± std)"
-                      for name in backends], "all runs", "worst run",
+        format_table(["variant", "parameters", "GFLOPs / image",
+                      *[name + (" (mean ± std)" if len(seeds) > 1 else "") for name in backends],
+                      "all runs", "worst run",
                       "runs with a class never predicted", "train img/s (" + " / ".join(backends)
                       + ")"], rows, markdown=True),
         "",

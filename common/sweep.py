@@ -134,6 +134,12 @@ class CellStats:
     def std(self) -> float:
         return float(self.accuracies.std(ddof=1)) if len(self.accuracies) > 1 else 0.0
 
+    def mean_text(self) -> str:
+        """'mean ± std' over seeds; one run has no spread to show, only its accuracy."""
+        if len(self.accuracies) == 1:
+            return accuracy_text(self.mean)
+        return f"{accuracy_text(self.mean)} ± {accuracy_text(self.std)}"
+
 
 def cell_stats(summaries: list[dict]) -> CellStats:
     return CellStats(np.array([summary["test_accuracy"] for summary in summaries]),
@@ -211,7 +217,7 @@ def write_report(out: Path, variants: list[Variant], backends: list[str], seeds:
                 rows.append([variant.label, FRAMEWORK_LABELS[backend], 0, *["-"] * 7])
                 continue
             rows.append([variant.label, FRAMEWORK_LABELS[backend], len(cell.accuracies),
-                         f"{accuracy_text(cell.mean)} ± {accuracy_text(cell.std)}",
+                         cell.mean_text(),
                          accuracy_text(cell.accuracies.min()), accuracy_text(cell.accuracies.max()),
                          " ".join(accuracy_text(value) for value in cell.accuracies),
                          sum(count > 0 for count in cell.never_predicted),
