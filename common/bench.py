@@ -57,6 +57,11 @@ class Row:
     device: str = "cpu"
 
 
+def onnx_runs(repeats: int) -> int:
+    """Rounds of the onnxruntime comparison: never fewer than ONNX_RUNS."""
+    return max(ONNX_RUNS, repeats)
+
+
 def numpy_gemm_seconds(n: int = GEMM_SIZE, repeats: int = 3) -> float:
     rng = np.random.default_rng(0)
     a, b = rng.random((n, n), np.float32), rng.random((n, n), np.float32)
@@ -193,7 +198,7 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
         from .onnx import onnx_bench_table
 
         onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
-                                      runs=max(ONNX_RUNS, repeats))
+                                      runs=onnx_runs(repeats))
         log(onnx_table)
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
@@ -270,7 +275,7 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
             "",
             "Each backend's export of the same NiN on onnxruntime (CPU provider, no "
             "spin-waiting), timed in turns with the framework on the same batch, so a busy "
-            f"spell slows both alike; medians of {max(ONNX_RUNS, repeats)} rounds "
+            f"spell slows both alike; medians of {onnx_runs(repeats)} rounds "
             "(docs/onnx.md).",
             "",
             onnx_table,
