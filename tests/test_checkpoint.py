@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import errno
 import random
-import shutil
 import signal
 import subprocess
 import sys
@@ -130,6 +129,18 @@ def test_resume_to_more_epochs_continues_the_run(backend, straight, tmp_path, ca
     assert latest_checkpoint(out).state.step == 16
 
 
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_end(backend, straight, tmp_path):
+    """Killed between the last epoch's checkpoint and the summary: not complete, so
+    --resume trains nothing and writes what is missing."""
+    out = tmp_path / "run"
+    assert main(["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS]) == 0
+    for name in ("summary.json", "weights.npz", "curves.png"):
+        (out / name).unlink()
+    assert main(["train", "--resume", str(out), "--no-progress"]) == 0
+    assert load_result(out).summary["resumed"]
+    assert_same_run(out, straight(backend.BACKEND))
+
+
 # -- signals and SIGKILL in a real `nin train` process ------------------------------------------
 
 def _nin(*args: str) -> subprocess.Popen:
@@ -168,47 +179,38 @@ def test_signal_stops_after_a_step_writes_a_checkpoint_and_says_how_to_resume(
 
 
 KILLS = 3
+STEPS = 16  # CONFIG's 2 epochs of 8 steps
 
 
-def _stamp(path: Path):
-    try:
-        status = path.stat()
-    except FileNotFoundError:
-        return None
-    return (status.st_mtime_ns, status.st_size) if status.st_size else None
+def _newest_step(run_dir: Path) -> int:
+    folders = checkpoint_folders(run_dir)
+    return int(folders[-1].name.split("-")[1]) if folders else 0
 
 
 def test_sigkill_at_random_moments_loses_nothing(backend, straight, tmp_path):
-    """Kill `nin train` (checkpointing every step, so many kills land mid-save) at random
-    moments, several times; each time the last complete checkpoint loads, and the run
-    resumed from it ends exactly where the uninterrupted run ends."""
+    """Kill `nin train` (checkpointing every step, so many kills land mid-step or mid-save)
+    at random moments, several times; each time the last complete checkpoint loads, and the
+    run resumed from it ends exactly where the uninterrupted run ends."""
     rng = random.Random(f"kill-{backend.BACKEND}")
     out = tmp_path / "run"
-    kills = 0
-    for attempt in range(KILLS + 3):
-        resuming = bool(checkpoint_folders(out))
+    # Each kill waits for a random step's checkpoint, then a random part of a step (~0.2 s
+    # here): random moments that always land before the run could end on its own.
+    kill_after = sorted(rng.sample(range(1, STEPS - 2), KILLS))
+    for step in kill_after:
         args = (["train", "--resume", str(out), "--checkpoint-every", "1", "--no-progress"]
-                if resuming else ["train", "--backend", backend.BACKEND, "--out", str(out),
-                                  *CLI_FLAGS, "--checkpoint-every", "1"])
-        if not resuming and out.exists():
-            shutil.rmtree(out)  # killed before its first checkpoint: start again
-        metrics = out / "metrics.jsonl"
-        before = _stamp(metrics)
+                if checkpoint_folders(out) else
+                ["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
+                 "--checkpoint-every", "1"])
         process = _nin(*args)
-        # Training has begun once metrics.jsonl is (re)written: after the imports and the data.
-        started = _wait_for(lambda: _stamp(metrics) not in (before, None), process)
-        if started and kills < KILLS:
-            time.sleep(rng.uniform(0.0, 1.5))
-            process.kill()
-            process.wait(timeout=60)
-            kills += process.returncode == -signal.SIGKILL
-            if checkpoint_folders(out):
-                latest_checkpoint(out)  # the newest complete checkpoint always loads
-            continue
-        process.communicate(timeout=300)
-        assert process.returncode == 0
-        break
-    assert kills == KILLS, "every kill should have landed while the run was going"
+        assert _wait_for(lambda: _newest_step(out) >= step, process), process.communicate()[1]
+        time.sleep(rng.uniform(0.0, 0.2))
+        process.kill()
+        process.wait(timeout=60)
+        assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
+        assert latest_checkpoint(out).state.step >= step  # the newest complete one loads
+    process = _nin("train", "--resume", str(out), "--no-progress")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr
     assert_same_run(out, straight(backend.BACKEND))
 
 

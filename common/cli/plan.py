@@ -28,7 +28,7 @@ def preflight(config, backends: list[str]) -> None:
 def resume_plan(args):
     """What ``nin train --resume`` continues, checked: (checkpoint, config, backend, folder)."""
     from ..checkpoint import check_resumable, latest_checkpoint
-    from ..runs import check_new_run_dir
+    from ..runs import check_new_run_dir, read_summary
 
     run_dir = Path(args.resume)
     changed = given_training_flags(args) - RESUME_FLAGS
@@ -52,7 +52,8 @@ def resume_plan(args):
     else:
         out = run_dir
         check_resumable(checkpoint, backend=backend)
-        if config.epochs == state.epoch:
+        # Killed after its last checkpoint but before its summary: resuming writes the rest.
+        if config.epochs == state.epoch and read_summary(run_dir) is not None:
             raise UsageError(f"{run_dir} is complete ({config.epochs} epochs); give --epochs N "
                              "to train it further")
     return checkpoint, config, backend, out
