@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import os
 from types import ModuleType
 
 # name -> (package, framework module it needs, pip extra)
@@ -59,6 +60,23 @@ def load_backend(name: str) -> ModuleType:
                 f"({type(error).__name__}: {first}); reinstall with `make setup`, whose "
                 "constraints.txt pins versions that work together") from None
         raise  # the framework imports: the error is the backend package's own
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def intra_op_threads() -> int:
+    """Threads one process's operators should use: OMP_NUM_THREADS when the user (or the
+    worker launcher) set it, else one per usable core."""
+    try:
+        return max(1, int(os.environ["OMP_NUM_THREADS"]))
+    except (KeyError, ValueError):
+        return usable_cores()
 
 
 def installed_backends() -> list[str]:

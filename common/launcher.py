@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import usable_cores
+
 LOOPBACK = "127.0.0.1"
 LAUNCHER_PID = "NIN_LAUNCHER_PID"  # set in the processes the launcher starts
 ENGINES = {
@@ -128,7 +130,7 @@ def launch_environment(backend_name: str, rank: int, workers: int, ports: list[i
 def thread_environment(workers: int) -> dict[str, str]:
     """Intra-op threads per worker: the cores shared out, so N workers do not each start a
     thread per core (the user's own settings win)."""
-    threads = str(max(1, (os.cpu_count() or 1) // workers))
+    threads = str(max(1, usable_cores() // workers))
     names = ("OMP_NUM_THREADS", "TF_NUM_INTRAOP_THREADS")
     return {name: os.environ.get(name, threads) for name in names}
 

@@ -66,21 +66,42 @@ def _manifest(variants: list[Variant], backends: list[str], seeds: list[int]) ->
             "backends": backends, "seeds": seeds}
 
 
-def check_manifest(out: Path, variants: list[Variant], backends: list[str],
-                   seeds: list[int]) -> None:
-    """A folder with a sweep.json continues only the same sweep (one-line error otherwise)."""
+def _read_manifest(out: Path) -> dict | None:
     path = Path(out) / MANIFEST
     if not path.exists():
         if Path(out).is_dir() and any(Path(out).iterdir()):
             raise ValueError(f"{out} is not empty and holds no {MANIFEST}; choose another --out")
-        return
+        return None
     try:
-        existing = json.loads(path.read_text())
+        return json.loads(path.read_text())
     except (OSError, ValueError) as error:
         raise ValueError(f"{path} is unreadable ({error}); choose another --out") from None
-    if existing != _manifest(variants, backends, seeds):
-        raise ValueError(f"{out} holds a sweep with other settings ({MANIFEST}); rerun it with "
-                         "the same flags to continue it, or choose another --out")
+
+
+def check_manifest(out: Path, variants: list[Variant], backends: list[str],
+                   seeds: list[int]) -> None:
+    """A folder with a sweep.json continues the same sweep, or extends it with more seeds,
+    backends or variants; a variant with other settings is a one-line error."""
+    existing = _read_manifest(out)
+    if existing is None:
+        return
+    wanted = _manifest(variants, backends, seeds)["variants"]
+    for label, config in existing.get("variants", {}).items():
+        if label in wanted and wanted[label] != config:
+            raise ValueError(f"{out} holds a sweep with other settings for {label!r} "
+                             f"({MANIFEST}); give the same flags to continue or extend it, "
+                             "or choose another --out")
+
+
+def _merged_manifest(out: Path, variants: list[Variant], backends: list[str],
+                     seeds: list[int]) -> dict:
+    """Everything the folder's sweeps have asked for, old and new."""
+    merged = _manifest(variants, backends, seeds)
+    existing = _read_manifest(out) or {}
+    merged["variants"] = {**existing.get("variants", {}), **merged["variants"]}
+    merged["backends"] = list(dict.fromkeys([*existing.get("backends", []), *backends]))
+    merged["seeds"] = sorted({*existing.get("seeds", []), *seeds})
+    return merged
 
 
 def run_sweep(variants: list[Variant], backends: list[str], seeds: list[int], out: Path, *,
@@ -97,8 +118,8 @@ def train_sweep(variants: list[Variant], backends: list[str], seeds: list[int], 
     """Train every (variant, backend, seed) not yet done in `out` (seed-major order)."""
     out = Path(out)
     check_manifest(out, variants, backends, seeds)
+    text = json.dumps(_merged_manifest(out, variants, backends, seeds), indent=2) + "\n"
     out.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_manifest(variants, backends, seeds), indent=2) + "\n"
     atomic_write(out / MANIFEST, lambda temporary: temporary.write_text(text))
     total = len(variants) * len(backends) * len(seeds)
     done = 0

@@ -375,5 +375,10 @@ def test_an_interrupted_sweep_continues_when_run_again(tmp_path, fashion_mnist, 
     assert "| tiny    | PyTorch   |    2 |" in report.read_text()
     # a finished run keeps its weights but not its checkpoint
     assert not checkpoint_folders(out / "tiny" / "torch" / "seed-0")
-    with pytest.raises(ValueError, match="holds a sweep with other settings"):
-        run_sweep(variants, ["torch"], [0, 1, 2], out, **QUIET)
+    # More seeds extend it: the finished runs stay as they are.
+    report = run_sweep(variants, ["torch"], [0, 1, 2], out, **QUIET)
+    assert _stamps(out)[next(iter(done))] == next(iter(done.values()))
+    assert "| tiny    | PyTorch   |    3 |" in report.read_text()
+    changed = [Variant("tiny", CONFIG.replace(seed=0, epochs=3))]
+    with pytest.raises(ValueError, match="holds a sweep with other settings for 'tiny'"):
+        run_sweep(changed, ["torch"], [0, 1, 2], out, **QUIET)

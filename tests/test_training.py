@@ -3,8 +3,12 @@ Fashion-MNIST in every backend and the three agree, the schedule, the NaN guard,
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -106,6 +110,42 @@ def test_same_seed_same_run_bitwise(backend, fashion_mnist, recipe):
         np.testing.assert_array_equal(value, second_weights[key], err_msg=key)
     other, _ = _twenty_steps(backend, recipe, seed=4)
     assert not np.array_equal(first, other), "another seed must give another run"
+
+
+# Five training steps in a fresh process, after importing the frameworks named in argv[2].
+_FIVE_STEPS = """
+import hashlib, json, sys
+import numpy as np
+from common.backends import load_backend
+for other in filter(None, sys.argv[2].split(",")):
+    load_backend(other)
+backend = load_backend(sys.argv[1])
+from common.training import Recipe
+trainer = backend.Trainer(backend.build_nin(seed=0), Recipe(), seed=0)
+rng = np.random.default_rng(0)
+losses = [trainer.train_step(rng.random((32, 1, 67, 67), dtype=np.float32),
+                             rng.integers(0, 10, 32))[0] for _ in range(5)]
+weights = backend.get_weights(trainer.net)
+digest = hashlib.sha256(b"".join(weights[key].tobytes() for key in sorted(weights)))
+print(json.dumps([losses, digest.hexdigest()]))
+"""
+
+
+@pytest.mark.slow
+def test_same_seed_same_run_with_other_frameworks_loaded(backend):
+    """A process that also imports the other two frameworks trains the same run, to the bit.
+    (Importing MXNet set PyTorch's thread count to 1, and oneDNN's sums depend on it.)"""
+    others = [name for name in BACKENDS if name != backend.BACKEND]
+    for name in others:
+        get_backend(name)  # all three installed (a skip, or a failure in CI, otherwise)
+
+    def five_steps(loaded: list[str]):
+        result = subprocess.run([sys.executable, "-c", _FIVE_STEPS, backend.BACKEND,
+                                 ",".join(loaded)], capture_output=True, text=True,
+                                cwd=Path(__file__).resolve().parents[1], timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        return json.loads(result.stdout.strip().splitlines()[-1])
+    assert five_steps([]) == five_steps(others)
 
 
 def test_dropout_is_on_in_training_and_off_in_inference(backend):
