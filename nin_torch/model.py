@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from common import shapes
+from common.backends import intra_op_threads
 from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
                          Spec, make_spec, nin_block_convs)
 from common.weights import init_weights
@@ -73,6 +74,19 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     return net.to(memory_format=torch.channels_last)
 
 
+def use_intra_op_threads() -> None:
+    """Run PyTorch's CPU operators on :func:`common.backends.intra_op_threads` threads.
+
+    PyTorch reads its thread count from the process's OpenMP runtime, which importing MXNet
+    sets to 1 for the main thread: 1.7x slower training at 224 px, and other sums (oneDNN's
+    depend on the thread count), wherever both are loaded (nin compare, sweeps, the tests).
+    Called before each step and prediction, so an import in between changes nothing.
+    """
+    threads = intra_op_threads()
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+
+
 def as_tensor(net: nn.Module, images: np.ndarray) -> torch.Tensor:
     """An NCHW float32 batch on the net's device, in the net's memory format."""
     weight = next(net.parameters())
@@ -107,6 +121,7 @@ def params_by_layer(net: nn.Sequential) -> dict[str, int]:
 def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = shapes.as_input_batch(net.spec, images)
+    use_intra_op_threads()
     was_training = net.training
     net.eval()
     try:
@@ -123,6 +138,7 @@ def layer_output(net: nn.Sequential, images, name: str) -> np.ndarray:
     a look inside, e.g. at the class maps of the last NiN block."""
     images = shapes.as_input_batch(net.spec, images)
     shapes.check_layer_name(net.spec, name)
+    use_intra_op_threads()
     was_training = net.training
     net.eval()
     try:

@@ -9,9 +9,8 @@ import torch
 from torch import nn
 
 from common import training
-from common.backends import intra_op_threads
 
-from .model import as_tensor, predict_logits
+from .model import as_tensor, predict_logits, use_intra_op_threads
 from .weights import from_canonical, parameter_names, to_canonical
 
 
@@ -22,11 +21,6 @@ class Trainer(training.Trainer):
                  fast: bool = True):
         super().__init__(net, recipe, seed=seed, fast=fast)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        # PyTorch reads its thread count from the process's OpenMP runtime, which importing
-        # MXNet sets to 1 for the main thread: 1.7x slower training at 224 px wherever both
-        # are loaded (nin compare, sweeps, the tests). Set it, and keep it set (_step).
-        self._threads = intra_op_threads()
-        torch.set_num_threads(self._threads)
         # The book's code path is NCHW with out-of-place ReLUs; build_nin's nets are
         # channels-last with in-place ReLUs (the fast path).
         net.to(self._device, memory_format=torch.channels_last if fast else torch.contiguous_format)
@@ -75,8 +69,7 @@ class Trainer(training.Trainer):
                     buffer.mul_(factor)
 
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        if torch.get_num_threads() != self._threads:  # another framework imported since
-            torch.set_num_threads(self._threads)
+        use_intra_op_threads()
         self.net.train()
         images = as_tensor(self.net, images)
         labels = torch.from_numpy(labels).to(self._device)
