@@ -281,6 +281,20 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
             onnx_table,
             "",
         ]),
+        "## What each framework runs",
+        "",
+        "All three convolve with oneDNN; `ONEDNN_VERBOSE=1` (`DNNL_VERBOSE=1` for MXNet) shows "
+        "which kernels. Keras: TensorFlow's graph rewrite fuses each convolution with its bias "
+        "and ReLU into one `brgconv:avx512_core` call. PyTorch (channels-last): the same "
+        "`brg_conv` kernels, with the ReLU as a separate in-place pass, since eager training "
+        "fuses nothing. MXNet 1.9.1 (its last release) bundles oneDNN 2.x, whose f32 "
+        "convolutions run the older direct `jit:avx512_common` kernels, not the brgemm-based "
+        "ones; no MXNet setting changes that. One trap, fixed here and tested: importing "
+        "MXNet sets the OpenMP thread count of the main thread to 1, and PyTorch reads its "
+        "own from there, so PyTorch in the same process as MXNet trained on one core "
+        "(1.7x slower at 224 px). `nin_torch` sets its threads before every step "
+        "(`OMP_NUM_THREADS`, else one per usable core).",
+        "",
         "## Noise",
         "",
         "The machine is a shared 2-core VM: absolute figures move from run to run and machine "
