@@ -92,9 +92,9 @@ def catalogue(base: RunConfig = BUDGET) -> dict[str, Exercise]:
             "gradient through its ReLU; unless the layers below lift it again, that class is "
             "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes "
             "in two steps, through a block of 96 channels: more parameters and three more "
-            "ReLU layers for the "
-            "gradient to cross, and its last ReLU can still kill a class. Dropping the ReLU "
-            "on the class maps (the linear head) removes the failure itself."),
+            "ReLU layers for the gradient to cross, and its last ReLU can still kill a "
+            "class. Dropping the ReLU on the class maps (the linear head) removes the "
+            "failure itself."),
         "5": Exercise(
             "5", "Exercise 5: a family of NiN-like networks",
             "Design a family of NiN-like networks, as VGG-11, VGG-16 and VGG-19 do.",

@@ -79,25 +79,24 @@ def _read_manifest(out: Path) -> dict | None:
 
 
 def check_manifest(out: Path, variants: list[Variant], backends: list[str],
-                   seeds: list[int]) -> None:
+                   seeds: list[int]) -> dict:
     """A folder with a sweep.json continues the same sweep, or extends it with more seeds,
-    backends or variants; a variant with other settings is a one-line error."""
-    existing = _read_manifest(out)
-    if existing is None:
-        return
+    backends or variants; a variant with other settings is a one-line error. Returns the
+    folder's manifest ({} for a new sweep)."""
+    existing = _read_manifest(out) or {}
     wanted = _manifest(variants, backends, seeds)["variants"]
     for label, config in existing.get("variants", {}).items():
         if label in wanted and wanted[label] != config:
             raise ValueError(f"{out} holds a sweep with other settings for {label!r} "
                              f"({MANIFEST}); give the same flags to continue or extend it, "
                              "or choose another --out")
+    return existing
 
 
-def _merged_manifest(out: Path, variants: list[Variant], backends: list[str],
+def _merged_manifest(existing: dict, variants: list[Variant], backends: list[str],
                      seeds: list[int]) -> dict:
-    """Everything the folder's sweeps have asked for, old and new."""
+    """Everything the folder's sweeps have asked for, old (`existing`) and new."""
     merged = _manifest(variants, backends, seeds)
-    existing = _read_manifest(out) or {}
     merged["variants"] = {**existing.get("variants", {}), **merged["variants"]}
     merged["backends"] = list(dict.fromkeys([*existing.get("backends", []), *backends]))
     merged["seeds"] = sorted({*existing.get("seeds", []), *seeds})
@@ -117,8 +116,8 @@ def train_sweep(variants: list[Variant], backends: list[str], seeds: list[int], 
                 stop_requested=None, progress: bool | None = None, log=print) -> None:
     """Train every (variant, backend, seed) not yet done in `out` (seed-major order)."""
     out = Path(out)
-    check_manifest(out, variants, backends, seeds)
-    text = json.dumps(_merged_manifest(out, variants, backends, seeds), indent=2) + "\n"
+    existing = check_manifest(out, variants, backends, seeds)
+    text = json.dumps(_merged_manifest(existing, variants, backends, seeds), indent=2) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / MANIFEST, lambda temporary: temporary.write_text(text))
     total = len(variants) * len(backends) * len(seeds)
