@@ -32,6 +32,9 @@ SUMMARY = "summary.json"
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
 LOGS = "logs"  # written by the launcher of a data-parallel run before its workers start
+# check_writable_parent's probe file: there for an instant, but the workers of a data-parallel
+# run check the same folder at the same time, and one must not take another's probe for a file.
+PROBE_PREFIX = ".nin-probe-"
 
 
 def default_run_dir(kind: str) -> Path:
@@ -47,7 +50,8 @@ def check_new_run_dir(out: str | Path, parameters: int = 0) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(entry.name != LOGS for entry in out.iterdir()):
+    if out.is_dir() and any(entry.name != LOGS and not entry.name.startswith(PROBE_PREFIX)
+                            for entry in out.iterdir()):
         raise ValueError(f"{out} already exists and is not empty; choose another --out "
                          "(nothing is overwritten)")
     check_writable_parent(out / "summary.json", RUN_BYTES_PER_PARAMETER * parameters)
@@ -72,7 +76,7 @@ def check_writable_parent(path: Path, needed_bytes: int = 0) -> None:
     if not ancestor.is_dir():
         raise ValueError(f"cannot create {path}: {ancestor} is a file, not a folder")
     try:
-        descriptor, probe = tempfile.mkstemp(prefix=".nin-probe-", dir=ancestor)
+        descriptor, probe = tempfile.mkstemp(prefix=PROBE_PREFIX, dir=ancestor)
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:

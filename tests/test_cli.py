@@ -205,6 +205,20 @@ def test_a_rejected_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
 
 
+def test_a_run_folder_is_new_despite_the_launchers_logs_and_another_workers_probe(tmp_path):
+    """The workers of ``nin train --workers N`` check the launcher's folder at the same time;
+    one's probe file, there for an instant, is not a file of the run (a CI failure once)."""
+    from common.runs import LOGS, PROBE_PREFIX, check_new_run_dir
+
+    out = tmp_path / "run"
+    (out / LOGS).mkdir(parents=True)
+    (out / f"{PROBE_PREFIX}abc123").touch()
+    assert check_new_run_dir(out) == out
+    (out / "config.json").touch()
+    with pytest.raises(ValueError, match="already exists and is not empty"):
+        check_new_run_dir(out)
+
+
 def test_a_full_disk_is_refused_before_training(tmp_path, monkeypatch, capsys):
     import shutil
     from collections import namedtuple
