@@ -149,6 +149,17 @@ def bench_real_loop(name: str, size: int, batch: int, steps: int, repeats: int,
                 loader_share=statistics.median(shares), device=trainer.device)
 
 
+def in_fresh_process(function, *args, **kwargs):
+    """`function(*args, **kwargs)` in a new Python process, for the book's code path: it runs
+    in a process as the book's readers have it, without what this one's fast paths set
+    (PyTorch's :func:`common.backends.reuse_freed_memory`)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
 class BusyMachine:
     """Another process keeping every core busy (NumPy matrix products) while it is open."""
 
@@ -185,7 +196,8 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
     for size in sizes:
         for name in backends:
             if baseline:
-                show(bench_steps(name, size, batch_size, steps, repeats, peak, baseline=True))
+                show(in_fresh_process(bench_steps, name, size, batch_size, steps, repeats, peak,
+                                      baseline=True))
             show(bench_steps(name, size, batch_size, steps, repeats, peak))
             if real_data:
                 show([bench_real_loop(name, size, batch_size, steps, repeats, peak)])
@@ -257,8 +269,9 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
         f"Each figure is the median of {repeats} blocks of {steps} timed steps after "
         f"{WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* the "
         "book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` and "
-        "eager calls in Keras); *train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, "
-        "with its loader's share of the time.",
+        "eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
+        "*train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, with its loader's "
+        "share of the time.",
         "",
         format_table(HEADERS, [_cells(row) for row in rows], markdown=True),
         "",
@@ -287,13 +300,20 @@ def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backend
         "which kernels. Keras: TensorFlow's graph rewrite fuses each convolution with its bias "
         "and ReLU into one `brgconv:avx512_core` call. PyTorch (channels-last): the same "
         "`brg_conv` kernels, with the ReLU as a separate in-place pass, since eager training "
-        "fuses nothing. MXNet 1.9.1 (its last release) bundles oneDNN 2.x, whose f32 "
+        "fuses nothing. MXNet 1.9.1 (its last release) bundles oneDNN 2.4, whose f32 "
         "convolutions run the older direct `jit:avx512_common` kernels, not the brgemm-based "
-        "ones; no MXNet setting changes that. One trap, fixed here and tested: importing "
-        "MXNet sets the OpenMP thread count of the main thread to 1, and PyTorch reads its "
-        "own from there, so PyTorch in the same process as MXNet trained on one core "
-        "(1.7x slower at 224 px). `nin_torch` sets its threads before every step "
-        "(`OMP_NUM_THREADS`, else one per usable core).",
+        "ones, at about half their rate (at 224 px, batch 64, the 5x5 and 3x3 convolutions "
+        "ran at 250-275 GFLOP/s in MXNet and 490-570 in PyTorch on this project's 2-core "
+        "AMD EPYC); no MXNet setting changes that, and it caps MXNet's MFU and its fast path's "
+        "gain. Two traps, fixed here and tested. Importing MXNet sets the OpenMP thread count "
+        "of the main thread to 1, and PyTorch reads its own from there, so PyTorch in the "
+        "same process as MXNet trained on one core (1.7x slower at 224 px); `nin_torch` sets "
+        "its threads before every step (`OMP_NUM_THREADS`, else one per usable core). And "
+        "PyTorch takes CPU tensors straight from malloc, whose glibc default maps every "
+        "block over 32 MiB afresh and unmaps it when freed, so each step at 224 px "
+        "page-faulted its activations in again (1.4x slower); PyTorch's fast path has malloc "
+        "keep freed memory for the next step (`common.backends.reuse_freed_memory`). MXNet "
+        "and TensorFlow pool their own memory.",
         "",
         "## Noise",
         "",

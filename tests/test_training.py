@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import platform
 import random
 import subprocess
 import sys
@@ -146,6 +147,38 @@ def test_same_seed_same_run_with_other_frameworks_loaded(backend):
         assert result.returncode == 0, result.stderr[-2000:]
         return json.loads(result.stdout.strip().splitlines()[-1])
     assert five_steps([]) == five_steps(others)
+
+
+# Where a 64 MiB block lives while allocated, and what the process keeps once it is freed:
+# glibc's mallinfo2, before and after reuse_freed_memory().
+_FREE_AND_KEEP = """
+import ctypes
+import numpy as np
+from common.backends import reuse_freed_memory
+FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
+class MallInfo2(ctypes.Structure):
+    _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]
+libc = ctypes.CDLL(None)
+libc.mallinfo2.restype = MallInfo2
+def mapped_then_kept():
+    block = np.ones(64 << 20, np.uint8)
+    mapped = libc.mallinfo2().hblkhd >= 64 << 20
+    del block
+    return [mapped, libc.mallinfo2().fordblks >= 64 << 20]
+print(mapped_then_kept(), reuse_freed_memory(), mapped_then_kept())
+"""
+
+
+def test_freed_memory_is_kept_for_the_next_step():
+    """What PyTorch's fast path sets (common.backends.reuse_freed_memory): a large block comes
+    from the heap and stays there when freed, instead of a fresh mapping each time that the
+    kernel zeroes and faults in again (the cost is in docs/benchmarks.md, not timed here)."""
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("malloc's settings are glibc's")
+    result = subprocess.run([sys.executable, "-c", _FREE_AND_KEEP], capture_output=True,
+                            text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split("\n")[0] == "[True, False] True [False, True]", result.stdout
 
 
 def test_dropout_is_on_in_training_and_off_in_inference(backend):
