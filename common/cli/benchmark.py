@@ -35,15 +35,17 @@ def add_commands(commands) -> None:
     text = "training and inference throughput of each backend"
     sub = commands.add_parser("bench", help=text, description=text)
     sub.set_defaults(function=cmd_bench)
-    sub.add_argument("--backends", default="all")
-    sub.add_argument("--size", type=whole(1, 4096), nargs="+", default=[67, 224])
-    sub.add_argument("--batch", type=whole(1, 65_536), default=64)
+    sub.add_argument("--backends", default="all",
+                     help="comma-separated: torch, mxnet, tf, or all (default)")
+    sub.add_argument("--size", type=whole(1, 4096), nargs="+", default=[67, 224],
+                     help="input sizes in pixels (default: 67 224)")
+    sub.add_argument("--batch", type=whole(1, 65_536), default=64, help="batch size (default 64)")
     sub.add_argument("--steps", type=whole(1, 10_000), default=5, help="timed steps per block")
     sub.add_argument("--repeats", type=whole(1, 100), default=3,
                      help="timed blocks; each figure is their median")
     sub.add_argument("--baseline", action="store_true",
                      help="also time the book's code path (eager NCHW torch, imperative "
-                          "Gluon, plain Keras)")
+                          "Gluon, plain Keras), in a fresh process")
     sub.add_argument("--real-data", action="store_true",
                      help="also time the real training loop on Fashion-MNIST, with the "
                           "loader's share")
