@@ -7,12 +7,26 @@ NIN_REQUIRE_ALL_BACKENDS is set (CI sets it in .ci/run): then the skip is a fail
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
 from common.backends import BACKENDS, BackendUnavailable, load_backend
 
 REQUIRE_ALL = bool(os.environ.get("NIN_REQUIRE_ALL_BACKENDS"))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_python(code: str, *argv: str, timeout: float = 300) -> str:
+    """The standard output of `code` run by a fresh Python in the project root, which must
+    exit 0 (its stderr's end is the failure message otherwise): for what only a new process
+    shows, such as which modules an import pulls in or settings made at start-up."""
+    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
+                            text=True, cwd=ROOT, timeout=timeout)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
 
 
 def skip_or_fail(reason: str):

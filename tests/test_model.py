@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import ast
 import pathlib
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -13,6 +11,8 @@ import pytest
 from common import shapes
 from common.backends import BACKENDS
 from common.spec import make_spec
+
+from .conftest import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -166,8 +166,7 @@ def test_common_imports_no_framework():
             "for m in pkgutil.walk_packages(common.__path__, 'common.'):\n"
             "    m.name.endswith('__main__') or importlib.import_module(m.name)\n"
             f"print(sorted(set({sorted(FRAMEWORKS)!r}) & set(sys.modules)))")
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True, cwd=ROOT).stdout.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 def test_backend_packages_never_import_each_other():

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import itertools
 import pathlib
-import subprocess
-import sys
 from importlib.util import find_spec
 
 import numpy as np
@@ -27,7 +25,7 @@ from common.onnx import INPUT_NAME, OUTPUT_NAME, OPSETS, OnnxModel, exporting
 from common.spec import make_spec
 from common.weights import save_weights
 
-from .conftest import get_backend, skip_or_fail
+from .conftest import get_backend, run_python, skip_or_fail
 from .test_parity import perturbed_weights
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -180,10 +178,7 @@ def test_predict_on_onnxruntime_imports_no_framework(run_folder, fashion_mnist, 
             f"'--out', {str(tmp_path / 'onnx.png')!r}])\n"
             f"print(sorted(name for name in sys.modules if name.split('.')[0] in {FRAMEWORKS!r}))\n"
             "sys.exit(status)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    lines = run_python(code).splitlines()
     assert lines[-1] == "[]", lines[-1]
     assert lines[-2].split(";")[0] == in_torch  # the same predictions as in PyTorch
     assert (tmp_path / "onnx.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import ast
 import json
-import subprocess
-import sys
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -32,7 +30,7 @@ from common import resources as res
 from common.shapes import layer_params
 from common.spec import alexnet_spec, nin_spec
 
-from .conftest import get_backend, skip_or_fail
+from .conftest import get_backend, run_python, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAMEWORKS = ("torch", "mxnet", "tensorflow", "keras", "jax")
@@ -170,9 +168,7 @@ def test_module_imports_no_framework():
     assert not imported & set(FRAMEWORKS)
     code = ("import sys, common.resources as r; r.compare_models(); "
             f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
-                         text=True, check=True).stdout
-    assert out.strip() == "[]"
+    assert run_python(code).strip() == "[]"
 
 
 # ----------------------------------------------------------------------------- against PyTorch

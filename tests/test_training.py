@@ -7,9 +7,6 @@ import json
 import math
 import platform
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,7 +17,7 @@ from common.data import load_data
 from common.runs import train_run
 from common.training import Recipe, TrainingDiverged, dropout_seed
 
-from .conftest import get_backend
+from .conftest import get_backend, run_python
 
 # The default `nin train` / `nin compare` recipe, so this test is what the README promises.
 CONFIG = PRESETS["quick"]
@@ -141,11 +138,8 @@ def test_same_seed_same_run_with_other_frameworks_loaded(backend):
         get_backend(name)  # all three installed (a skip, or a failure in CI, otherwise)
 
     def five_steps(loaded: list[str]):
-        result = subprocess.run([sys.executable, "-c", _FIVE_STEPS, backend.BACKEND,
-                                 ",".join(loaded)], capture_output=True, text=True,
-                                cwd=Path(__file__).resolve().parents[1], timeout=300)
-        assert result.returncode == 0, result.stderr[-2000:]
-        return json.loads(result.stdout.strip().splitlines()[-1])
+        output = run_python(_FIVE_STEPS, backend.BACKEND, ",".join(loaded))
+        return json.loads(output.strip().splitlines()[-1])
     assert five_steps([]) == five_steps(others)
 
 
@@ -175,10 +169,8 @@ def test_freed_memory_is_kept_for_the_next_step():
     kernel zeroes and faults in again (the cost is in docs/benchmarks.md, not timed here)."""
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("malloc's settings are glibc's")
-    result = subprocess.run([sys.executable, "-c", _FREE_AND_KEEP], capture_output=True,
-                            text=True, cwd=Path(__file__).resolve().parents[1], timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert result.stdout.split("\n")[0] == "[True, False] True [False, True]", result.stdout
+    output = run_python(_FREE_AND_KEEP, timeout=120)
+    assert output.split("\n")[0] == "[True, False] True [False, True]", output
 
 
 def test_dropout_is_on_in_training_and_off_in_inference(backend):
