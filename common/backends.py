@@ -19,6 +19,10 @@ BACKENDS = {
     "tf": ("nin_tf", "tensorflow", "tf"),
 }
 FRAMEWORK_LABELS = {"torch": "PyTorch", "mxnet": "MXNet Gluon", "tf": "Keras 3 (TensorFlow)"}
+# The modules whose classes make a model of each backend's framework: how `nin check` tells a
+# reader's model's framework from its type without importing any framework.
+MODEL_MODULES = {"torch": ("torch",), "mxnet": ("mxnet",),
+                 "tf": ("keras", "tensorflow", "tf_keras")}
 
 
 class BackendUnavailable(RuntimeError):

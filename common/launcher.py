@@ -180,20 +180,21 @@ class Process:
         """What became of it, in words, with the last line it wrote when it exited itself."""
         status = self.status
         if status < 0:
-            return f"{self.name} (pid {self.popen.pid}) was killed by {_signal_name(-status)}"
-        said = _last_line(self.log)
+            return f"{self.name} (pid {self.popen.pid}) was killed by {signal_name(-status)}"
+        said = last_line(self.log)
         return (f"{self.name} (pid {self.popen.pid}) exited with status {status}"
                 + (f": {said}" if said else ""))
 
 
-def _signal_name(number: int) -> str:
+def signal_name(number: int) -> str:
+    """SIGKILL for 9, and so on."""
     try:
         return signal.Signals(number).name
     except ValueError:
         return f"signal {number}"
 
 
-def _last_line(path: Path) -> str:
+def last_line(path: Path) -> str:
     """The last non-empty line of a log, without a ``nin ...: error:`` prefix."""
     try:
         lines = [line.strip() for line in path.read_text(errors="replace").splitlines()]

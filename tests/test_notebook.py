@@ -31,6 +31,8 @@ def test_notebook_runs_from_top_to_bottom(fashion_mnist, tmp_path):
                      for output in cell.get("outputs", []))
     assert "parameters: {'torch': 1992166, 'mxnet': 1992166, 'tf': 1992166}" in text
     assert text.count("test accuracy") == 6  # three trained, three cross-framework scores
+    assert "it differs from the book's NiN: my_net.8, AdaptiveMaxPool2d: global max pooling" \
+        in text
     images = [output for cell in notebook.cells for output in cell.get("outputs", [])
               if "image/png" in output.get("data", {})]
     assert images, "the training curves should be shown"

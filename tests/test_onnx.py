@@ -23,10 +23,9 @@ from common.cli import main
 from common.data import to_model_input
 from common.onnx import INPUT_NAME, OUTPUT_NAME, OPSETS, OnnxModel, exporting
 from common.spec import make_spec
-from common.weights import save_weights
+from common.weights import probe_weights, save_weights
 
 from .conftest import get_backend, run_python, skip_or_fail
-from .test_parity import perturbed_weights
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NAMES = ("torch", "mxnet", "tf")
@@ -48,7 +47,7 @@ class Exports:
 
     def __init__(self, directory: pathlib.Path):
         self.directory = directory
-        self.weights = perturbed_weights(make_spec("nin"), seed=12)
+        self.weights = probe_weights(make_spec("nin"), seed=12)
         self._nets, self._paths = {}, {}
 
     def net(self, name: str):
@@ -147,7 +146,7 @@ def run_folder(tmp_path_factory):
     """What `nin train` leaves for export: weights.npz with the input it was trained on."""
     run = tmp_path_factory.mktemp("run") / "run"
     spec = make_spec("nin")
-    save_weights(run / "weights.npz", spec, perturbed_weights(spec, seed=5), framework="torch",
+    save_weights(run / "weights.npz", spec, probe_weights(spec, seed=5), framework="torch",
                  input={"size": TRAINED_AT[0], "standardize": TRAINED_AT[1]})
     return run
 

@@ -23,7 +23,8 @@ import pytest
 from common.data import load_data, to_model_input
 from common.spec import Spec, make_spec
 from common.training import Recipe
-from common.weights import WeightsError, init_weights, load_weights, param_slots, save_weights
+from common.weights import (WeightsError, init_weights, load_weights, param_slots, probe_weights,
+                            save_weights)
 
 from .conftest import get_backend
 
@@ -76,24 +77,6 @@ def case_images(case: Case, data) -> np.ndarray:
     return np.ascontiguousarray(np.concatenate(channels[:case.spec.in_channels], axis=1))
 
 
-def perturbed_weights(spec: Spec, seed: int) -> dict[str, np.ndarray]:
-    """He-normal kernels and N(0, 0.1) biases: not what any build_nin(seed=s) holds.
-
-    Not Xavier: through NiN's twelve ReLU convolutions Xavier weights shrink the logits to
-    ~1e-3, where an atol of 1e-4 would hardly test anything. He scaling keeps the logits O(1);
-    the non-zero biases make a dropped or misplaced bias visible.
-    """
-    rng = np.random.default_rng(seed)
-    arrays = {}
-    for slot in param_slots(spec):
-        fan_in = int(np.prod(slot.weight_shape[1:]))
-        weight = rng.standard_normal(slot.weight_shape, dtype=np.float32)
-        arrays[f"{slot.name}.weight"] = weight * np.float32(math.sqrt(2.0 / fan_in))
-        arrays[f"{slot.name}.bias"] = np.float32(0.1) * rng.standard_normal(
-            slot.weight_shape[0], dtype=np.float32)
-    return arrays
-
-
 def _differing(arrays: dict, expected: dict) -> list[str]:
     """Keys whose arrays are not bit-for-bit equal (np.array_equal: fast on AlexNet's 47M)."""
     assert arrays.keys() == expected.keys()
@@ -131,7 +114,7 @@ class Zoo:
         key = (name, case_name)
         if key not in self._exports:
             backend, net = get_backend(name), self.model(name, case_name)
-            arrays = perturbed_weights(net.spec, SOURCE_SEEDS[name])
+            arrays = probe_weights(net.spec, SOURCE_SEEDS[name])
             backend.set_weights(net, arrays)
             path = backend.export_weights(net, self.directory / f"{case_name}-{name}.npz")
             self._exports[key] = Export(path, arrays,

@@ -10,10 +10,10 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import benchmark, exercise, export, inspect, training, weights
+from . import benchmark, check, exercise, export, inspect, training, weights
 from .common import EXIT_USAGE, UsageError
 
-COMMAND_MODULES = (inspect, training, exercise, weights, export, benchmark)
+COMMAND_MODULES = (inspect, check, training, exercise, weights, export, benchmark)
 
 
 class _Parser(argparse.ArgumentParser):

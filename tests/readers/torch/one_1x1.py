@@ -1,0 +1,21 @@
+# Exercise 2's variant: one 1x1 convolution per block instead of two.
+import torch
+from torch import nn
+from d2l import torch as d2l
+
+
+def nin_block(in_channels, out_channels, kernel_size, strides, padding):
+    return nn.Sequential(
+        nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding), nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU())
+
+
+net = nn.Sequential(
+    nin_block(1, 96, kernel_size=11, strides=4, padding=0), nn.MaxPool2d(3, stride=2),
+    nin_block(96, 256, kernel_size=5, strides=1, padding=2), nn.MaxPool2d(3, stride=2),
+    nin_block(256, 384, kernel_size=3, strides=1, padding=1), nn.MaxPool2d(3, stride=2),
+    nn.Dropout(0.5),
+    nin_block(384, 10, kernel_size=3, strides=1, padding=1),
+    nn.AdaptiveAvgPool2d((1, 1)), nn.Flatten())
+
+d2l.train_ch6(net, *d2l.load_data_fashion_mnist(128, resize=224), 10, 0.1, d2l.try_gpu())
