@@ -67,6 +67,13 @@ def load_backend(name: str) -> ModuleType:
         raise  # the framework imports: the error is the backend package's own
 
 
+def load_backend_module(name: str, module: str) -> ModuleType:
+    """One module of a backend package (``nin_torch.probe``, ``nin_tf.distributed``), its
+    framework imported and checked first by :func:`load_backend`."""
+    load_backend(name)
+    return importlib.import_module(f"{BACKENDS[name][0]}.{module}")
+
+
 def usable_cores() -> int:
     """The CPU cores this process may run on (its affinity, not the machine's count)."""
     try:

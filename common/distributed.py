@@ -17,14 +17,13 @@ docs/distributed.md has the commands that run the same workers across machines.
 
 from __future__ import annotations
 
-import importlib
 from pathlib import Path
 from types import ModuleType
 from typing import Callable
 
 import numpy as np
 
-from .backends import BACKENDS, load_backend
+from .backends import load_backend, load_backend_module
 from .launcher import watch_launcher
 
 
@@ -133,8 +132,7 @@ class DataParallel:
 
 def load_engine(backend_name: str) -> ModuleType:
     """The backend's ``distributed`` module (nin_torch.distributed, ...)."""
-    load_backend(backend_name)
-    return importlib.import_module(f"{BACKENDS[backend_name][0]}.distributed")
+    return load_backend_module(backend_name, "distributed")
 
 
 def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=None,

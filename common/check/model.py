@@ -10,7 +10,6 @@ framework). Nothing of the reader's model is changed: its weights and modes are 
 
 from __future__ import annotations
 
-import importlib
 import re
 from dataclasses import dataclass
 
@@ -18,7 +17,7 @@ import numpy as np
 
 from .. import reference
 from .. import trace as t
-from ..backends import FRAMEWORK_LABELS, MODEL_MODULES, load_backend
+from ..backends import FRAMEWORK_LABELS, MODEL_MODULES, load_backend_module
 from ..shapes import layer_params, layer_shapes
 from ..spec import ConvBlock, Dropout, Spec, make_spec
 from ..weights import canonical_shapes, param_slots, probe_weights
@@ -55,10 +54,7 @@ def framework_of(obj) -> str | None:
 
 
 def probe_of(framework: str):
-    load_backend(framework)
-    from ..backends import BACKENDS
-
-    return importlib.import_module(f"{BACKENDS[framework][0]}.probe")
+    return load_backend_module(framework, "probe")
 
 
 def is_model(obj) -> bool:
