@@ -6,10 +6,8 @@ never pays for importing TensorFlow.
 
 from __future__ import annotations
 
-import functools
 import importlib
 import importlib.util
-import os
 from types import ModuleType
 
 # name -> (package, framework module it needs, pip extra)
@@ -72,48 +70,6 @@ def load_backend_module(name: str, module: str) -> ModuleType:
     framework imported and checked first by :func:`load_backend`."""
     load_backend(name)
     return importlib.import_module(f"{BACKENDS[name][0]}.{module}")
-
-
-def usable_cores() -> int:
-    """The CPU cores this process may run on (its affinity, not the machine's count)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
-
-def intra_op_threads() -> int:
-    """Threads one process's operators should use: OMP_NUM_THREADS when the user (or the
-    worker launcher) set it, else one per usable core."""
-    try:
-        return max(1, int(os.environ["OMP_NUM_THREADS"]))
-    except (KeyError, ValueError):
-        return usable_cores()
-
-
-# glibc's mallopt parameters (malloc.h)
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
-
-
-@functools.cache
-def reuse_freed_memory() -> bool:
-    """Have glibc's malloc keep the memory this process frees for its next allocations.
-
-    glibc gives every block over 32 MiB its own mapping, unmapped when freed, and hands the
-    heap's free top back to the system. PyTorch's CPU tensors come straight from malloc (it
-    caches memory only on GPUs), so each training step maps its large activations and
-    gradients afresh and page-faults through them: 1.4x slower training at 224 px on this
-    project's 2-core CPU (docs/benchmarks.md). MXNet and TensorFlow pool their own memory.
-    Process-wide and one-way: the heap keeps what it grew to (up to 2 GiB free at its top).
-    Returns whether it applies (glibc only).
-    """
-    import ctypes
-    import platform
-
-    if platform.libc_ver()[0] != "glibc":
-        return False
-    libc = ctypes.CDLL(None)
-    return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
 
 
 def installed_backends() -> list[str]:

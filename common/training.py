@@ -38,7 +38,7 @@ class Recipe:
     """How each step trains: optimizer, learning-rate schedule, clipping and input treatment.
 
     ``Recipe()`` is plain Adam at a constant rate (the library default); the CLI's presets
-    (:mod:`common.presets`) are the tuned recipes. Every field means the same in every backend:
+    (``PRESETS`` in :mod:`common.tools.config`) are the tuned recipes. Every field means the same in every backend:
     the learning rate of step t is :meth:`learning_rate`, gradients are clipped to a global
     L2 norm as ``torch.nn.utils.clip_grad_norm_`` does, and weight decay is L2 added to the
     gradient (PyTorch's and MXNet's ``weight_decay``/``wd``; not Keras's decoupled one).

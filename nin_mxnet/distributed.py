@@ -13,7 +13,8 @@ import numpy as np
 from mxnet import autograd, gluon, nd
 from mxnet.base import _LIB, check_call
 
-from common import distributed, launcher, training
+from common import distributed, training
+from common.platform import launcher
 
 from .model import build_nin
 from .train import Trainer as LocalTrainer

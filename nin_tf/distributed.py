@@ -12,7 +12,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from common import distributed, launcher, training
+from common import distributed, training
+from common.platform import launcher
 
 from .model import build_nin, to_nhwc
 from .train import Trainer as LocalTrainer

@@ -12,7 +12,8 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from common import distributed, launcher, training
+from common import distributed, training
+from common.platform import launcher
 
 from .model import build_nin
 from .train import Trainer as LocalTrainer

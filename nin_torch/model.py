@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from common import shapes
-from common.backends import intra_op_threads
+from common.platform.threads import intra_op_threads
 from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
                          Spec, make_spec, nin_block_convs)
 from common.weights import init_weights

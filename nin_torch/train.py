@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from common import training
-from common.backends import reuse_freed_memory
+from common.platform.memory import reuse_freed_memory
 
 from .model import as_tensor, predict_logits, use_intra_op_threads
 from .weights import from_canonical, parameter_names, to_canonical

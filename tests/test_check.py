@@ -143,7 +143,7 @@ DRIVER = textwrap.dedent("""
     import json, sys
     from pathlib import Path
     from common import d2l
-    from common.check.runner import CheckError, _reset_frameworks, check_file, split_target
+    from common.tools.check.runner import CheckError, _reset_frameworks, check_file, split_target
     from common.spec import make_spec
 
     d2l.install()
@@ -221,7 +221,7 @@ def test_the_book_files_import_d2l_which_is_not_installed():
 def test_check_model_in_a_notebook_cell_leaves_the_model_as_it_was(backend):
     """check_model sets other weights on the reader's layers to compare numbers; afterwards
     every weight is back, bit for bit, and the model is still a NiN that passes."""
-    from common.check import check_model
+    from common.tools.check import check_model
 
     net = backend.build_nin(seed=5)
     before = backend.get_weights(net)
@@ -234,7 +234,7 @@ def test_check_model_in_a_notebook_cell_leaves_the_model_as_it_was(backend):
 
 
 def test_check_model_names_a_variant_given_as_options(backend):
-    from common.check import check_model
+    from common.tools.check import check_model
 
     net = backend.build_nin(num_1x1=1)
     assert check_model(net, size=96).status == 1
@@ -242,7 +242,7 @@ def test_check_model_names_a_variant_given_as_options(backend):
 
 
 def test_check_model_refuses_what_is_not_a_model():
-    from common.check import NotAModel, check_model
+    from common.tools.check import NotAModel, check_model
 
     with pytest.raises(NotAModel, match="not a model of PyTorch, MXNet Gluon or Keras"):
         check_model(object())
@@ -345,7 +345,7 @@ def test_help_says_the_file_is_executed_and_states_the_rules():
 
 def test_the_reference_spec_is_any_models_spec():
     """The flags pick the reference: it is the spec `nin train` would build with them."""
-    from common.check.analysis import variant_names
+    from common.tools.check.analysis import variant_names
 
     names, flags, others = variant_names(make_spec("nin", num_1x1=1, final_relu=False),
                                          make_spec("nin"))

@@ -15,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.checkpoint import (CheckpointError, check_resumable, checkpoint_folders,
-                               latest_checkpoint, load_checkpoint)
+from common.tools.checkpoint import (CheckpointError, check_resumable, checkpoint_folders,
+                                     latest_checkpoint, load_checkpoint)
 from common.cli import main
-from common.config import PRESETS
-from common.runs import load_result, train_run
+from common.tools.config import PRESETS
+from common.tools.runs import load_result, train_run
 from common.training import TrainingStopped
 from common.weights import load_weights
 
@@ -234,7 +234,7 @@ def test_nan_stops_and_leaves_the_last_good_checkpoint_resumable(backend, tmp_pa
 
 
 def test_a_failed_save_keeps_the_previous_checkpoint(backend, tmp_path, monkeypatch):
-    import common.checkpoint as checkpoint_module
+    import common.tools.checkpoint as checkpoint_module
 
     out = tmp_path / "run"
     with pytest.raises(TrainingStopped):
@@ -342,7 +342,7 @@ def _stamps(folder: Path) -> dict:
 
 
 def test_an_interrupted_compare_continues_with_resume(tmp_path, fashion_mnist, capsys):
-    from common.compare import compare
+    from common.tools.compare import compare
 
     for name in NAMES:
         get_backend(name)
@@ -361,7 +361,7 @@ def test_an_interrupted_compare_continues_with_resume(tmp_path, fashion_mnist, c
 
 
 def test_an_interrupted_sweep_continues_when_run_again(tmp_path, fashion_mnist, capsys):
-    from common.sweep import Variant, run_sweep
+    from common.tools.sweep import Variant, run_sweep
 
     get_backend("torch")
     out = tmp_path / "sweep"

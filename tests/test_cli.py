@@ -208,7 +208,7 @@ def test_a_rejected_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
 def test_a_run_folder_is_new_despite_the_launchers_logs_and_another_workers_probe(tmp_path):
     """The workers of ``nin train --workers N`` check the launcher's folder at the same time;
     one's probe file, there for an instant, is not a file of the run (a CI failure once)."""
-    from common.runs import LOGS, PROBE_PREFIX, check_new_run_dir
+    from common.tools.runs import LOGS, PROBE_PREFIX, check_new_run_dir
 
     out = tmp_path / "run"
     (out / LOGS).mkdir(parents=True)

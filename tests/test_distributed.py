@@ -17,11 +17,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common import distributed, launcher
-from common.checkpoint import checkpoint_folders
+from common import distributed
+from common.platform import launcher
+from common.tools.checkpoint import checkpoint_folders
 from common.cli import build_parser, main
 from common.cli.workers import command_line
-from common.config import RunConfig
+from common.tools.config import RunConfig
 from common.weights import init_weights, load_weights
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ run here; docs/exercises.md is the real run), and each section says what it meas
 from __future__ import annotations
 
 from common.cli import main
-from common.exercises import catalogue
+from common.tools.exercises import catalogue
 
 from .conftest import get_backend
 

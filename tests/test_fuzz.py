@@ -19,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import data
-from common.checkpoint import CheckpointError, load_checkpoint
+from common.tools.checkpoint import CheckpointError, load_checkpoint
 from common.data import DatasetError
 from common.spec import Conv, ConvBlock, Flatten, GlobalAvgPool, Spec
 from common.weights import WeightsError, init_weights, load_weights, save_weights
@@ -234,8 +234,8 @@ def test_weights_member_declaring_a_terabyte(tmp_path, good_weights):
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory, fashion_mnist) -> Path:
-    from common.config import PRESETS
-    from common.runs import train_run
+    from common.tools.config import PRESETS
+    from common.tools.runs import train_run
     from common.training import TrainingStopped
 
     from .conftest import get_backend

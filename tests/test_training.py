@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from common.backends import BACKENDS
-from common.config import PRESETS
+from common.tools.config import PRESETS
 from common.data import load_data
-from common.runs import train_run
+from common.tools.runs import train_run
 from common.training import Recipe, TrainingDiverged, dropout_seed
 
 from .conftest import get_backend, run_python
@@ -148,7 +148,7 @@ def test_same_seed_same_run_with_other_frameworks_loaded(backend):
 _FREE_AND_KEEP = """
 import ctypes
 import numpy as np
-from common.backends import reuse_freed_memory
+from common.platform.memory import reuse_freed_memory
 FIELDS = "arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost"
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in FIELDS.split()]

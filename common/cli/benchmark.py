@@ -8,8 +8,8 @@ from .common import backend_list, whole
 
 
 def cmd_bench(args) -> int:
-    from ..bench import run_bench
-    from ..runs import check_writable_parent
+    from ..tools.bench import run_bench
+    from ..tools.runs import check_writable_parent
     from ..shapes import check_input_shape
     from ..spec import make_spec
 

@@ -11,7 +11,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..launcher import last_line, signal_name
+from ..platform.launcher import last_line, signal_name
 from .common import UsageError, add_spec_arguments, spec_from_args, whole
 
 DEFAULT_TIMEOUT = 300
@@ -44,9 +44,9 @@ that returns one."""
 
 
 def cmd_check(args) -> int:
-    from ..check.result import CheckResult
-    from ..check.runner import split_target
-    from ..runs import check_writable_parent
+    from ..tools.check.result import CheckResult
+    from ..tools.check.runner import split_target
+    from ..tools.runs import check_writable_parent
 
     path, name = split_target(args.file)
     path = Path(path)
@@ -72,7 +72,7 @@ def cmd_check(args) -> int:
     result = CheckResult.from_dict(result)
     print(result.render())
     if report is not None:
-        from ..checkpoint import atomic_write
+        from ..platform.files import atomic_write
 
         text = result.render(markdown=True)
         atomic_write(report, lambda temporary: temporary.write_text(text))
@@ -86,7 +86,7 @@ def _run(path: Path, name: str | None, spec, size: int, timeout: float) -> dict:
         folder = Path(folder)
         progress, log = folder / "progress", folder / "output.log"
         target = str(path.resolve()) + (f":{name}" if name else "")
-        command = [sys.executable, "-m", "common.check.runner", "--spec",
+        command = [sys.executable, "-m", "common.tools.check.runner", "--spec",
                    json.dumps(spec.to_dict()), "--size", str(size), "--out", str(folder),
                    "--progress", str(progress), target]
         environment = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "2",

@@ -144,7 +144,7 @@ RESUME_FLAGS = {"epochs", "lr", "clip_norm"}
 
 
 def add_training_arguments(parser: argparse.ArgumentParser) -> None:
-    from ..config import DEFAULT_PRESET, PRESETS
+    from ..tools.config import DEFAULT_PRESET, PRESETS
 
     add_spec_arguments(parser, training=True)
     group = parser.add_argument_group(
@@ -190,7 +190,7 @@ def flag(name: str) -> str:
 
 def run_config(args):
     """The RunConfig the flags ask for: the preset, then each given flag."""
-    from ..config import DEFAULT_PRESET, PRESETS
+    from ..tools.config import DEFAULT_PRESET, PRESETS
 
     config = PRESETS[args.recipe or DEFAULT_PRESET]
     model = args.model or config.model

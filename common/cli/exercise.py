@@ -10,9 +10,9 @@ CHOICES = ["1", "2", "4", "5", "dropout", "questions", "all"]
 
 
 def cmd_exercise(args) -> int:
-    from .. import exercises
-    from ..runs import check_writable_parent
-    from ..sweep import parse_seeds
+    from ..tools import exercises
+    from ..tools.runs import check_writable_parent
+    from ..tools.sweep import parse_seeds
     from .training import StopOnSignal, _stopped, TrainingStopped
 
     backends, seeds = backend_list(args.backends), parse_seeds(args.seeds)

@@ -20,7 +20,7 @@ CHECK_TOLERANCE = 1e-5
 def cmd_export(args) -> int:
     import numpy as np
 
-    from ..runs import check_writable_parent
+    from ..tools.runs import check_writable_parent
 
     out = Path(args.onnx)
     if out.suffix != ".onnx":

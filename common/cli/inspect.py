@@ -8,7 +8,7 @@ from .common import add_spec_arguments, backend_list, spec_from_args, whole
 
 
 def cmd_shapes(args) -> int:
-    from ..crosscheck import shape_rows
+    from ..tools.crosscheck import shape_rows
     from ..shapes import check_input_shape
 
     spec, backends = spec_from_args(args), backend_list(args.backend)
@@ -21,7 +21,7 @@ def cmd_shapes(args) -> int:
 
 
 def cmd_params(args) -> int:
-    from ..crosscheck import param_rows
+    from ..tools.crosscheck import param_rows
 
     spec, backends = spec_from_args(args), backend_list(args.backend)
     rows = param_rows(spec, backends)
@@ -55,7 +55,7 @@ def cmd_resources(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from ..config import DEFAULT_PRESET, PRESETS
+    from ..tools.config import DEFAULT_PRESET, PRESETS
 
     for name, config in PRESETS.items():
         marker = " (default)" if name == DEFAULT_PRESET else ""

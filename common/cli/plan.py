@@ -27,8 +27,8 @@ def preflight(config, backends: list[str]) -> None:
 
 def resume_plan(args):
     """What ``nin train --resume`` continues, checked: (checkpoint, config, backend, folder)."""
-    from ..checkpoint import check_resumable, latest_checkpoint
-    from ..runs import check_new_run_dir, read_summary
+    from ..tools.checkpoint import check_resumable, latest_checkpoint
+    from ..tools.runs import check_new_run_dir, read_summary
 
     run_dir = Path(args.resume)
     changed = given_training_flags(args) - RESUME_FLAGS

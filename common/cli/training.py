@@ -64,7 +64,7 @@ def _stopped(stop: TrainingStopped, command: str) -> int:
 # -- nin train -----------------------------------------------------------------------------------
 
 def cmd_train(args) -> int:
-    from ..runs import check_new_run_dir, default_run_dir
+    from ..tools.runs import check_new_run_dir, default_run_dir
 
     if args.workers > 1:
         return workers.launch_train(args)
@@ -124,8 +124,8 @@ def _resume_train(args) -> int:
 # -- nin compare ---------------------------------------------------------------------------------
 
 def cmd_compare(args) -> int:
-    from ..compare import compare, read_manifest
-    from ..runs import check_new_run_dir, default_run_dir
+    from ..tools.compare import compare, read_manifest
+    from ..tools.runs import check_new_run_dir, default_run_dir
 
     if args.resume:
         if given_training_flags(args) or args.backends:
@@ -157,7 +157,7 @@ def cmd_compare(args) -> int:
 
 def sweep_variants(config, heads: str | None):
     """The sweep's variants: the config itself, or one per head named in `heads`."""
-    from ..sweep import Variant
+    from ..tools.sweep import Variant
 
     if not heads:
         head = "linear-head" if config.spec_options.get("final_relu") is False else "book-head"
@@ -174,8 +174,8 @@ def sweep_variants(config, heads: str | None):
 
 
 def cmd_sweep(args) -> int:
-    from ..runs import check_writable_parent, default_run_dir
-    from ..sweep import check_manifest, parse_seeds, run_sweep
+    from ..tools.runs import check_writable_parent, default_run_dir
+    from ..tools.sweep import check_manifest, parse_seeds, run_sweep
 
     config = run_config(args)
     seeds = parse_seeds(args.seeds)

@@ -52,7 +52,7 @@ def weights_in(path: Path) -> Path:
 
 def run_config_beside(path: Path):
     """The RunConfig recorded in the run folder that holds `path`, or None."""
-    from ..config import RunConfig
+    from ..tools.config import RunConfig
 
     for name in ("config.json", "summary.json"):
         try:
@@ -81,8 +81,8 @@ def cmd_predict(args) -> int:
     import numpy as np
 
     from ..data import load_fashion_mnist, to_model_input
-    from ..plots import plot_predictions
-    from ..runs import check_writable_parent
+    from ..tools.plots import plot_predictions
+    from ..tools.runs import check_writable_parent
 
     if args.onnx and args.backend:
         raise UsageError("--backend does not go with --onnx: onnxruntime runs the model")
@@ -127,7 +127,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_convert(args) -> int:
-    from ..runs import check_writable_parent
+    from ..tools.runs import check_writable_parent
 
     out = Path(args.output)
     if out.exists() and not args.force:

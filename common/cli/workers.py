@@ -14,7 +14,8 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from .. import distributed, launcher
+from .. import distributed
+from ..platform import launcher
 from .common import UsageError, run_config, whole
 from .plan import announce, preflight, resume_plan
 
@@ -46,8 +47,8 @@ def launched(backend: str, args) -> int | None:
 
 
 def train(backend: str, config, out: Path, workers: int | None, **options):
-    """`common.runs.train_run` in one process, or this process's part of a launch."""
-    from ..runs import train_run
+    """`common.tools.runs.train_run` in one process, or this process's part of a launch."""
+    from ..tools.runs import train_run
 
     if workers is None:
         return train_run(backend, config, out, **options)
@@ -81,7 +82,7 @@ def command_line(parser: argparse.ArgumentParser, args) -> list[str]:
 
 def launch_train(args) -> int:
     """Start `args.workers` workers of this ``nin train`` and wait for them."""
-    from ..runs import LOGS, check_new_run_dir, default_run_dir
+    from ..tools.runs import LOGS, check_new_run_dir, default_run_dir
     from ..shapes import count_params
 
     count = args.workers
@@ -130,6 +131,6 @@ def launch_train(args) -> int:
 
 
 def _has_checkpoint(out: Path) -> bool:
-    from ..checkpoint import checkpoint_folders
+    from ..tools.checkpoint import checkpoint_folders
 
     return bool(checkpoint_folders(out))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from ..report import format_table
+from ...report import format_table
 from .analysis import Finding
 
 LAYER_HEADERS = ["book's layer", "book's shape", "your layer(s)", "your shape", "same"]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from . import shapes
-from .backends import load_backend
-from .spec import Spec
+from .. import shapes
+from ..backends import load_backend
+from ..spec import Spec
 
 
 def shape_rows(spec: Spec, input_shape: tuple[int, ...], backends: list[str]) -> list[list]:

@@ -24,14 +24,14 @@ import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
+from ..platform.files import fsync_directory
 from .config import RunConfig
-from .spec import Spec, spec_from_dict
-from .training import OptimizerState, TrainingState
-from .weights import NpzReader, WeightsError, canonical_shapes
+from ..spec import Spec, spec_from_dict
+from ..training import OptimizerState, TrainingState
+from ..weights import NpzReader, WeightsError, canonical_shapes
 
 FORMAT = "nin-checkpoint"
 FORMAT_VERSION = 1
@@ -62,29 +62,6 @@ class Checkpoint:
 
 
 # -- writing ---------------------------------------------------------------------------------
-
-def fsync_directory(path: Path) -> None:
-    descriptor = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call `write(temporary path)`, fsync it and move it over `path` in one step."""
-    path = Path(path)
-    temporary = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as file:
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    fsync_directory(path.parent)
-    return path
-
 
 def save_checkpoint(run_dir: Path, backend, trainer, config: RunConfig,
                     state: TrainingState) -> Path:
@@ -134,7 +111,7 @@ def save_checkpoint(run_dir: Path, backend, trainer, config: RunConfig,
 
 
 def _versions(backend_name: str) -> dict:
-    from .backends import framework_versions
+    from ..backends import framework_versions
 
     return framework_versions(backend_name)
 

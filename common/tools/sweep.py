@@ -17,12 +17,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import FRAMEWORK_LABELS, framework_versions
-from .checkpoint import atomic_write
+from ..backends import FRAMEWORK_LABELS, framework_versions
+from ..platform.files import atomic_write
 from .config import RunConfig
-from .data import CLASS_NAMES
-from .report import accuracy_text, format_table
-from .runs import ensure_run, machine_description
+from ..data import CLASS_NAMES
+from ..report import accuracy_text, format_table
+from .runs import ensure_run
+from ..platform.machine import machine_description
 
 MANIFEST = "sweep.json"
 BOOTSTRAP_SAMPLES = 10_000

@@ -2,7 +2,7 @@
 
 A run folder holds ``config.json`` (written first), ``metrics.jsonl`` (a line every few steps
 and one per epoch, written as it happens), ``checkpoints/`` (the newest complete checkpoint,
-:mod:`common.checkpoint`), and when the run is complete ``curves.png``, ``weights.npz`` (the
+:mod:`common.tools.checkpoint`), and when the run is complete ``curves.png``, ``weights.npz`` (the
 interchange format), the framework's native weights and ``summary.json``. A data-parallel
 run (``nin train --workers N``) also holds ``logs/``, the worker processes' output.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import platform
 import shutil
 import time
 from dataclasses import dataclass
@@ -22,11 +21,13 @@ from typing import Callable
 import numpy as np
 
 from . import plots
-from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .checkpoint import DIRECTORY, Checkpoint, atomic_write, save_checkpoint
+from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
+from .checkpoint import DIRECTORY, Checkpoint, save_checkpoint
+from ..platform.files import atomic_write
+from ..platform.machine import machine_description
 from .config import RunConfig
-from .data import CLASS_NAMES, DataLoader
-from .training import EpochMetrics, StepMetrics, TrainingState, predict_classes
+from ..data import CLASS_NAMES, DataLoader
+from ..training import EpochMetrics, StepMetrics, TrainingState, predict_classes
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -86,11 +87,6 @@ def check_writable_parent(path: Path, needed_bytes: int = 0) -> None:
     if free < needed_bytes:
         raise ValueError(f"cannot create {path}: {ancestor} has {free / 2**20:.0f} MiB free, "
                          f"a run needs about {needed_bytes / 2**20:.0f} MiB")
-
-
-def machine_description() -> str:
-    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}")
 
 
 @dataclass

@@ -20,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .backends import usable_cores
+from .threads import usable_cores
 
 LOOPBACK = "127.0.0.1"
 LAUNCHER_PID = "NIN_LAUNCHER_PID"  # set in the processes the launcher starts
@@ -301,7 +301,7 @@ def launch_processes(backend_name: str, workers: int, argv: list[str], ports: li
         # Importing mxnet in a scheduler or server role runs that role until the workers
         # leave (mxnet/kvstore/kvstore_server.py); watch_launcher ends it if we die first.
         helper = [sys.executable, "-c",
-                  "import common.launcher as l; l.watch_launcher(); import mxnet"]
+                  "import common.platform.launcher as l; l.watch_launcher(); import mxnet"]
         for role in ("scheduler", "server"):
             processes.append(Process(
                 f"MXNet {role}", helper,

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import reference
-from .. import trace as t
-from ..backends import FRAMEWORK_LABELS, MODEL_MODULES, load_backend_module
-from ..shapes import layer_params, layer_shapes
-from ..spec import ConvBlock, Dropout, Spec, make_spec
-from ..weights import canonical_shapes, param_slots, probe_weights
+from ... import reference
+from ... import trace as t
+from ...backends import FRAMEWORK_LABELS, MODEL_MODULES, load_backend_module
+from ...shapes import layer_params, layer_shapes
+from ...spec import ConvBlock, Dropout, Spec, make_spec
+from ...weights import canonical_shapes, param_slots, probe_weights
 from .analysis import (Finding, Observations, compare, infer_spec, is_nin_like, structure,
                        variant_names)
 from .result import CheckResult
@@ -73,7 +73,7 @@ def sample(size: int, channels: int, count: int = IMAGES) -> tuple[np.ndarray, n
                                                                    str | None]:
     """(NCHW images, labels, a note or None): the first test images of Fashion-MNIST at
     `size`, or random images when the data is not installed."""
-    from ..data import DatasetError, load_fashion_mnist, to_model_input
+    from ...data import DatasetError, load_fashion_mnist, to_model_input
 
     try:
         data = load_fashion_mnist()

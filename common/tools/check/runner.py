@@ -22,8 +22,8 @@ import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .. import d2l
-from ..spec import spec_from_dict
+from ... import d2l
+from ...spec import spec_from_dict
 from .model import check_model, framework_of, is_model, probe_of
 from .source import Source, SourceError, read
 

@@ -1,7 +1,7 @@
 """The chapter's experimental exercises and the readers' questions, answered by measured runs.
 
 ``nin exercise N`` (1, 2, 4, 5 and ``dropout``) trains its variants in every backend over
-several seeds with the sweep machinery (:mod:`common.sweep`) and writes a Markdown section with
+several seeds with the sweep machinery (:mod:`common.tools.sweep`) and writes a Markdown section with
 a table and a PNG; ``nin exercise questions`` measures the readers' questions (the NaN
 blow-up, the 2.303 plateau, AlexNet's 6,400); ``nin exercise all --doc docs/exercises.md``
 does everything and assembles the document.
@@ -16,16 +16,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import shapes
-from .backends import FRAMEWORK_LABELS, load_backend
-from .checkpoint import atomic_write
+from .. import shapes
+from ..backends import FRAMEWORK_LABELS, load_backend
+from ..platform.files import atomic_write
 from .config import PRESETS, RunConfig
-from .report import accuracy_text, format_table
-from .resources import resources
-from .runs import machine_description
-from .spec import make_spec
+from ..report import accuracy_text, format_table
+from ..resources import resources
+from ..platform.machine import machine_description
+from ..spec import make_spec
 from .sweep import Variant, cell_stats, collect, paired_difference, train_sweep
-from .training import Recipe
+from ..training import Recipe
 
 # The exercises' budget: a third of the quick recipe's (one epoch on 20,000 images) so that
 # four variants x three backends x three seeds fit in about ten minutes each on a 2-core CPU.
@@ -273,7 +273,7 @@ NAN_STEPS = 40
 def measure_nan(backends: list[str], *, smoke: bool = False) -> list[list]:
     """Rows of (backend, recipe, what happened): the last loss, or where the NaN guard
     stopped the run."""
-    from .training import TrainingDiverged
+    from ..training import TrainingDiverged
 
     rows = []
     for label, (optimizer, lr) in NAN_RECIPES.items():

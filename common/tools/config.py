@@ -10,10 +10,10 @@ from __future__ import annotations
 import numbers
 from dataclasses import asdict, dataclass, field, replace
 
-from . import shapes
-from .data import SPLIT_SIZES, DataLoader, load_data
-from .spec import Spec, make_spec
-from .training import Recipe
+from .. import shapes
+from ..data import SPLIT_SIZES, DataLoader, load_data
+from ..spec import Spec, make_spec
+from ..training import Recipe
 
 
 @dataclass(frozen=True)

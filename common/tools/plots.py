@@ -7,8 +7,8 @@ from typing import Sequence
 
 import numpy as np
 
-from .data import CLASS_NAMES
-from .training import EpochMetrics, StepMetrics
+from ..data import CLASS_NAMES
+from ..training import EpochMetrics, StepMetrics
 
 BACKEND_COLORS = {"torch": "tab:red", "mxnet": "tab:blue", "tf": "tab:orange"}
 

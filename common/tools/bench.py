@@ -26,10 +26,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .report import format_table
-from .resources import resources
-from .runs import machine_description
+from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
+from ..report import format_table
+from ..resources import resources
+from ..platform.machine import machine_description
 
 WARMUP_STEPS = 2
 GEMM_SIZE = 2048
@@ -111,7 +111,7 @@ def _row(name, mode, size, batch, rate, peak, baseline, busy=False, loader_share
 def bench_steps(name: str, size: int, batch: int, steps: int, repeats: int, peak: float, *,
                 baseline: bool = False, busy: bool = False) -> list[Row]:
     """Training and inference on one synthetic batch, repeated."""
-    from .training import Recipe
+    from ..training import Recipe
 
     backend = load_backend(name)
     net = backend.build_nin()
@@ -207,7 +207,7 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
                 show(bench_steps(name, min(sizes), batch_size, steps, repeats, peak, busy=True))
     onnx_table = None
     if onnx:
-        from .onnx import onnx_bench_table
+        from .onnx_bench import onnx_bench_table
 
         onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
                                       runs=onnx_runs(repeats))

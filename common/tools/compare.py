@@ -1,7 +1,7 @@
 """The parity run (``nin compare``): one config trained in every backend, and its report.
 
 The folder holds ``compare.json`` (what was asked, written first), one run folder per backend
-(:mod:`common.runs`), ``curves.png``, ``report.md`` and ``summary.json``. An interrupted
+(:mod:`common.tools.runs`), ``curves.png``, ``report.md`` and ``summary.json``. An interrupted
 comparison continues with ``nin compare --resume FOLDER``: finished backends are kept,
 an interrupted one continues from its checkpoint.
 """
@@ -12,14 +12,16 @@ import json
 from datetime import datetime
 from pathlib import Path
 
-from . import plots, resources
-from .backends import FRAMEWORK_LABELS, load_backend
-from .checkpoint import atomic_write
+from . import plots
+from .. import resources
+from ..backends import FRAMEWORK_LABELS, load_backend
+from ..platform.files import atomic_write
 from .config import RunConfig
 from .crosscheck import param_rows, shape_rows
-from .report import accuracy_text, format_table
-from .runs import RunResult, ensure_run, machine_description
-from .training import accuracy
+from ..report import accuracy_text, format_table
+from .runs import RunResult, ensure_run
+from ..platform.machine import machine_description
+from ..training import accuracy
 
 MANIFEST = "compare.json"
 

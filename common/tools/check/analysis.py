@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
-from ..shapes import conv_shapes, layer_shapes
-from ..spec import NIN_BLOCKS, NIN_FAMILY, SPECS, ConvBlock, Dropout, MaxPool, Spec, make_spec
-from .. import trace as t
+from ...shapes import conv_shapes, layer_shapes
+from ...spec import NIN_BLOCKS, NIN_FAMILY, SPECS, ConvBlock, Dropout, MaxPool, Spec, make_spec
+from ... import trace as t
 
 
 @dataclass(frozen=True)
