@@ -12,6 +12,8 @@
 
 Backends import only the core and the platform; the core never imports the tools or the
 CLI; nothing here imports a deep-learning framework (tests/test_layers.py checks all three).
+
+Core layer.
 """
 
 from .spec import Spec, alexnet_spec, make_spec, nin_spec

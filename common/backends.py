@@ -1,26 +1,67 @@
-"""The backend registry: names, lazy imports and clear errors for missing frameworks.
+"""The backend registry: one entry per backend, lazy imports and clear errors for missing
+frameworks.
 
+Every list of backends, every choice, colour, label, help text and test parameter is built
+from :data:`BACKENDS`; adding a backend is one entry here, its package and its pins.
 Backends are imported only when asked for (as einops does), so `nin shapes --backend torch`
-never pays for importing TensorFlow.
+never pays for importing TensorFlow. Core layer.
 """
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
+from dataclasses import dataclass
 from types import ModuleType
 
-# name -> (package, framework module it needs, pip extra)
-BACKENDS = {
-    "torch": ("nin_torch", "torch", "torch"),
-    "mxnet": ("nin_mxnet", "mxnet", "mxnet"),
-    "tf": ("nin_tf", "tensorflow", "tf"),
-}
-FRAMEWORK_LABELS = {"torch": "PyTorch", "mxnet": "MXNet Gluon", "tf": "Keras 3 (TensorFlow)"}
-# The modules whose classes make a model of each backend's framework: how `nin check` tells a
-# reader's model's framework from its type without importing any framework.
-MODEL_MODULES = {"torch": ("torch",), "mxnet": ("mxnet",),
-                 "tf": ("keras", "tensorflow", "tf_keras")}
+from .platform.engines import Engine, ParameterServer, TFConfig, TorchRun
+
+
+
+@dataclass(frozen=True)
+class BackendInfo:
+    """Everything `common` knows about one backend without importing it."""
+
+    name: str                        # what --backend takes
+    package: str                     # the backend package (nin_torch)
+    framework: str                   # the module it needs installed (torch)
+    extra: str                       # its pip extra (nin-reference[torch])
+    label: str                       # its name in reports
+    model_class: str                 # what a model of it is, in words
+    color: str                       # its colour in plots (matplotlib)
+    distributions: tuple[str, ...]   # what it runs on, for the versions a run records
+    # The modules whose classes make a model of its framework: how `nin check` tells a
+    # reader's model's framework from its type.
+    model_modules: tuple[str, ...]
+    d2l_modules: tuple[str, ...]     # the book's package's modules for this framework
+    onnx_needs: tuple[str, ...]      # what exporting to ONNX needs installed
+    engine: Engine                   # its data-parallel engine's launch convention
+
+
+BACKENDS: dict[str, BackendInfo] = {info.name: info for info in (
+    BackendInfo("torch", "nin_torch", "torch", "torch", "PyTorch", "torch nn.Module", "tab:red",
+                distributions=("torch",), model_modules=("torch",),
+                d2l_modules=("d2l.torch", "d2lzh_pytorch"),
+                onnx_needs=("onnx", "onnxruntime"), engine=TorchRun()),
+    BackendInfo("mxnet", "nin_mxnet", "mxnet", "mxnet", "MXNet Gluon", "Gluon Block", "tab:blue",
+                distributions=("mxnet",), model_modules=("mxnet",),
+                d2l_modules=("d2l.mxnet", "d2lzh"),
+                onnx_needs=("onnx", "onnxruntime"), engine=ParameterServer()),
+    BackendInfo("tf", "nin_tf", "tensorflow", "tf", "Keras 3 (TensorFlow)", "Keras Model",
+                "tab:orange",
+                distributions=("tensorflow-cpu", "tensorflow", "keras"),
+                model_modules=("keras", "tensorflow", "tf_keras"),
+                d2l_modules=("d2l.tensorflow",),
+                onnx_needs=("onnx", "onnxruntime", "tf2onnx"), engine=TFConfig()),
+)}
+# Views of the registry, for the many places that want one field by name.
+FRAMEWORK_LABELS = {name: info.label for name, info in BACKENDS.items()}
+
+
+def listed(words, last: str = "and") -> str:
+    """'a, b and c': the registry's names, labels or engines in a sentence."""
+    words = list(words)
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {last} {words[-1]}"
 
 
 class BackendUnavailable(RuntimeError):
@@ -33,8 +74,20 @@ def check_backend_name(name: str) -> str:
     return name
 
 
+def framework_of(obj) -> str | None:
+    """The backend whose framework `obj`'s class comes from, by module name alone: nothing is
+    imported that the object's own framework did not already import."""
+    for cls in type(obj).__mro__:
+        module = cls.__module__ or ""
+        for name, info in BACKENDS.items():
+            if any(module == prefix or module.startswith(prefix + ".")
+                   for prefix in info.model_modules):
+                return name
+    return None
+
+
 def is_installed(name: str) -> bool:
-    return importlib.util.find_spec(BACKENDS[check_backend_name(name)][1]) is not None
+    return importlib.util.find_spec(BACKENDS[check_backend_name(name)].framework) is not None
 
 
 def load_backend(name: str) -> ModuleType:
@@ -44,7 +97,8 @@ def load_backend(name: str) -> ModuleType:
     >= 1.24 raises AttributeError), is a :class:`BackendUnavailable`; an error in the backend
     package's own code is not hidden behind it.
     """
-    package, framework, extra = BACKENDS[check_backend_name(name)]
+    info = BACKENDS[check_backend_name(name)]
+    package, framework, extra = info.package, info.framework, info.extra
     if not is_installed(name):
         raise BackendUnavailable(f"backend {name!r} needs {framework}, which is not installed; "
                                  f"run `make setup` or pip install 'nin-reference[{extra}]'")
@@ -69,7 +123,7 @@ def load_backend_module(name: str, module: str) -> ModuleType:
     """One module of a backend package (``nin_torch.probe``, ``nin_tf.distributed``), its
     framework imported and checked first by :func:`load_backend`."""
     load_backend(name)
-    return importlib.import_module(f"{BACKENDS[name][0]}.{module}")
+    return importlib.import_module(f"{BACKENDS[name].package}.{module}")
 
 
 def installed_backends() -> list[str]:
@@ -80,10 +134,8 @@ def framework_versions(name: str) -> dict[str, str]:
     """Installed versions of what the backend runs on, read from package metadata."""
     from importlib import metadata
 
-    distributions = {"torch": ["torch"], "mxnet": ["mxnet"],
-                     "tf": ["tensorflow-cpu", "tensorflow", "keras"]}[check_backend_name(name)]
     versions = {"numpy": metadata.version("numpy")}
-    for distribution in distributions:
+    for distribution in BACKENDS[check_backend_name(name)].distributions:
         try:
             versions[distribution] = metadata.version(distribution)
         except metadata.PackageNotFoundError:

@@ -1,4 +1,7 @@
-"""``from common.check import check_model``: the public name of :mod:`common.tools.check`."""
+"""``from common.check import check_model``: the public name of :mod:`common.tools.check`.
+
+Core layer.
+"""
 
 from .tools.check import CheckResult, NotAModel, check_model  # noqa: F401
 

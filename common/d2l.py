@@ -6,6 +6,8 @@ stand-in gives them the helpers a model is built with (``d2l.Classifier``, ``d2l
 ``d2l.try_gpu``: each backend's ``d2l`` module) and nothing else: anything that would load
 data or train raises :class:`NotAvailable`, which the runner treats as "not run". So a file
 is checked the same whether d2l is installed or not, and never downloads or trains.
+
+Core layer.
 """
 
 from __future__ import annotations
@@ -18,8 +20,8 @@ import types
 from .backends import BACKENDS
 
 # Which backend each module name of the book's packages stands for.
-MODULES = {"d2l": None, "d2l.torch": "torch", "d2l.mxnet": "mxnet", "d2l.tensorflow": "tf",
-           "d2lzh": "mxnet", "d2lzh_pytorch": "torch"}
+MODULES = {"d2l": None, **{module: name for name, info in BACKENDS.items()
+                           for module in info.d2l_modules}}
 _TRAINING = {"train_ch3", "train_ch5", "train_ch6", "train_ch11", "train_ch13", "Trainer",
              "train_epoch_ch3", "train_2d", "train_concise_ch11"}
 _NO_OPS = {"use_svg_display", "set_figsize", "set_axes"}
@@ -79,7 +81,7 @@ def _module(name: str, backend: str | None) -> types.ModuleType:
         if attribute in _NO_OPS:
             return _no_op
         if backend is not None:
-            helpers = importlib.import_module(f"{BACKENDS[backend][0]}.d2l")
+            helpers = importlib.import_module(f"{BACKENDS[backend].package}.d2l")
             if attribute in helpers.__all__:
                 value = getattr(helpers, attribute)
                 setattr(module, attribute, value)

@@ -1,5 +1,8 @@
 """Fashion-MNIST from the four upstream IDX files, validated, resized and batched identically
-for every backend (numpy and the standard library only)."""
+for every backend (numpy and the standard library only).
+
+Core layer.
+"""
 
 from __future__ import annotations
 

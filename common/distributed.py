@@ -8,15 +8,19 @@ DistributedDataParallel (gloo all-reduce), TensorFlow's MultiWorkerMirroredStrat
   slice (:func:`shard`), so N workers at batch b take the steps one process takes at batch
   N x b; :class:`DataParallel` turns a backend Trainer into such a worker, reporting the
   global batch's loss and accuracy and stopping on the same step as the others;
-* how a worker joins its engine and who writes the run folder (:func:`train_worker`).
+* how a worker joins its engine and builds its model (:class:`Group`).
 
-How the processes are started, and how each learns who it is, is :mod:`common.platform.launcher`.
+Core layer. How a worker's run goes and who writes the run folder is
+:func:`common.tools.workers.train_worker`; how the processes are started, and how each learns
+who it is, :mod:`common.platform.launcher`.
 
 docs/distributed.md has the commands that run the same workers across machines.
 """
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from typing import Callable
 
 import numpy as np
@@ -61,17 +65,23 @@ def worker_dropout_seed(step_seed: int, rank: int) -> int:
 class Group:
     """This process's place among the workers of a run, on its framework's engine.
 
-    Each backend's ``distributed.join()`` returns a subclass connected to the others.
+    A backend's ``distributed`` module defines a subclass, connected to the others when it is
+    made, beside its worker ``Trainer`` (a :class:`DataParallel` one).
     """
-
-    engine = "?"
 
     def __init__(self, rank: int, size: int):
         self.rank, self.size = rank, size
 
+    def scope(self) -> contextlib.AbstractContextManager:
+        """Where the engine wants the model and its optimizer made (TensorFlow's strategy)."""
+        return contextlib.nullcontext()
+
     def build(self, spec, recipe, seed: int):
-        """(net, trainer) of this worker: the backend's, set up for its engine."""
-        raise NotImplementedError
+        """(net, trainer) of this worker: the backend's model and worker Trainer."""
+        engine = sys.modules[type(self).__module__]  # the backend's distributed module
+        with self.scope():
+            net = sys.modules[engine.__package__].build_nin(spec, seed=seed)
+            return net, engine.Trainer(net, recipe, seed=seed, group=self)
 
     def sum_over_workers(self, values: list[float]) -> np.ndarray:
         """The element-wise sum of `values` over all workers (a collective: all must call)."""
@@ -88,7 +98,9 @@ class DataParallel:
     The shared loop (:meth:`common.training.Trainer.fit`) hands every worker the same global
     batch; the worker trains on its shard and reports the global batch's mean loss and correct
     count. A stop request (Ctrl-C) is summed over the workers with those metrics, so every
-    worker stops after the same step. The backend implements :meth:`_shard_step`.
+    worker stops after the same step. The backend's one step
+    (:meth:`common.training.Trainer._train_step`) runs on the shard; its worker class sums
+    the gradients over the workers inside it.
     """
 
     def __init__(self, *args, group: Group, **kwargs):
@@ -97,15 +109,9 @@ class DataParallel:
         self._stop_agreed = False
         super().__init__(*args, **kwargs)
 
-    def _shard_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
-        """One step on this worker's shard of a global batch of `total` examples, gradients
-        combined by the engine: (this shard's summed loss / total, number correct)."""
-        raise NotImplementedError
-
     def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
         part = shard(len(labels), self.group.rank, self.group.size)
-        loss, correct = self._shard_step(images[part], labels[part], len(labels))
+        loss, correct = self._train_step(images[part], labels[part], len(labels))
         stop = 1.0 if self._local_stop and self._local_stop() else 0.0
         loss, correct, stops = self.group.sum_over_workers([loss, correct, stop])
         self._stop_agreed = stops > 0

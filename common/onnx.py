@@ -18,6 +18,8 @@ and these ``metadata_props`` (text values):
 
 onnx, onnxruntime and the converters are imported inside the functions that use them, so
 ``nin predict --onnx`` imports onnxruntime and no deep-learning framework.
+
+Core layer.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .backends import BackendUnavailable
+from .backends import BACKENDS, BackendUnavailable, check_backend_name
 from .data import TRAIN_MEAN, TRAIN_STD
 from .shapes import as_input_batch, check_input_shape, min_input_size
 from .spec import Spec, spec_from_dict
@@ -42,9 +44,10 @@ OPSETS = (13, 17)  # the opsets every converter was checked at (tests/test_onnx.
 DEFAULT_OPSET = 17
 METADATA_PREFIX = "nin."
 
-# What `nin export --backend NAME` imports beyond the framework (module = pip name).
-NEEDED = {"torch": ("onnx", "onnxruntime"), "mxnet": ("onnx", "onnxruntime"),
-          "tf": ("onnx", "onnxruntime", "tf2onnx")}
+def require_exporter(backend_name: str) -> None:
+    """That what exporting from the backend imports beyond its framework (its registry
+    entry's `onnx_needs`) is installed, or one clear :class:`BackendUnavailable`."""
+    require(*BACKENDS[check_backend_name(backend_name)].onnx_needs)
 
 
 def require(*modules: str) -> None:

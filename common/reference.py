@@ -4,6 +4,8 @@ Every backend's logits are checked against this function of the same canonical w
 (:mod:`common.weights`), and ``nin check`` checks a reader's model against it layer by layer.
 It computes in float64, so each framework's float32 result differs from it by that framework's
 own rounding only. Inference mode: dropout is the identity.
+
+Core layer.
 """
 
 from __future__ import annotations

@@ -1,4 +1,7 @@
-"""Plain-text and Markdown tables shared by the CLI and the reports."""
+"""Plain-text and Markdown tables shared by the CLI and the reports.
+
+Core layer.
+"""
 
 from __future__ import annotations
 

@@ -2,6 +2,8 @@
 
 Every backend's tables are checked against these numbers, and every backend validates its
 input with :func:`check_input_shape` before the framework sees it.
+
+Core layer.
 """
 
 from __future__ import annotations

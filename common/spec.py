@@ -6,6 +6,8 @@ Dive into Deep Learning, section 7.3: https://d2l.ai/chapter_convolutional-moder
 A :class:`Spec` is an ordered tuple of top-level layers. Each backend walks it once,
 translating every layer type to its framework; everything that can be computed without a
 framework (shapes, parameters, FLOPs, memory) is computed from it in :mod:`common.resources`.
+
+Core layer.
 """
 
 from __future__ import annotations

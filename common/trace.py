@@ -10,6 +10,8 @@ How much a probe sees depends on the framework: PyTorch's records every function
 (``F.relu``, ``torch.flatten``), Gluon's and Keras's only layers (``tf.nn.relu`` inside a
 subclassed ``call`` is invisible). So what is *missing* from a trace is never a verdict by
 itself: the shapes and the numbers decide, and the steps name the cause.
+
+Core layer.
 """
 
 from __future__ import annotations

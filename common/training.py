@@ -12,6 +12,8 @@ state: the initial weights of ``seed``, the data order and augmentation of ``(se
 (:mod:`common.data`) and the dropout masks of ``(seed, step)`` (:func:`dropout_seed`). So
 the same seed is the same run whatever ran before it in the process, and the position in a
 run is all a checkpoint needs to continue it exactly.
+
+Core layer.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import copy
 import math
 import time
-from contextlib import closing
+from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Callable, Iterable
 
 import numpy as np
 
+from .backends import framework_of
 from .data import prefetched
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
@@ -260,13 +263,12 @@ class OptimizerState:
 class Trainer:
     """Trains one backend's network; subclasses implement the framework hooks."""
 
-    backend = "?"
-
     def __init__(self, net, recipe: Recipe | None = None, *, seed: int = 0, fast: bool = True):
         """`fast=False` trains on the book's code path instead of the framework's fastest
         (NCHW eager PyTorch, non-hybridized Gluon, compiled Keras driven by ``train_on_batch``):
         the baseline of ``nin bench --baseline``."""
         self.net = net
+        self.backend = framework_of(net)  # the registry name, for messages
         self.recipe = recipe or Recipe()
         self.seed = seed
         self.fast = fast
@@ -277,12 +279,21 @@ class Trainer:
         self.data_seconds = 0.0
 
     # -- framework hooks -------------------------------------------------------------------
-    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
-        """One optimisation step at the current learning rate: (mean loss, number correct).
+    def _train_step(self, images: np.ndarray, labels: np.ndarray,
+                    total: int) -> tuple[float, int]:
+        """One optimisation step at the current learning rate on `images`, part of a batch
+        of `total` examples: (their mean loss x len(images) / total, number correct).
 
-        Clipping (``recipe.clip_norm``) and weight decay happen here.
+        The one step of a backend, alone and on a worker: in one process the part is the
+        whole batch (`total` is its size); on a worker of a data-parallel run the gradients
+        are summed over the workers (:class:`common.distributed.DataParallel`) before the
+        update. Clipping (``recipe.clip_norm``) and weight decay happen here.
         """
         raise NotImplementedError
+
+    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+        """One optimisation step on the whole batch: (mean loss, number correct)."""
+        return self._train_step(images, labels, len(labels))
 
     def _set_learning_rate(self, lr: float) -> None:
         raise NotImplementedError
@@ -340,29 +351,13 @@ class Trainer:
         Raises :class:`TrainingDiverged` on a NaN/inf loss or weight, before any checkpoint of
         that state. `progress=None` shows a tqdm bar only on a terminal.
         """
-        from tqdm import tqdm
-
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
-        # A copy: the caller's state (a loaded checkpoint's, say) may be continued again.
-        state = self.state = copy.deepcopy(state) if state else TrainingState()
+        state = self._begin(train_data, epochs, state)
         steps_per_epoch = len(train_data)
-        if state.step != state.epoch * steps_per_epoch + state.batch:
-            raise ValueError("the training state does not fit this data: "
-                             f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
-                             f"of {steps_per_epoch} batches")
-        self.total_steps, self.step_count = epochs * steps_per_epoch, state.step
-        self.test_predictions, self.data_seconds = None, 0.0
         log_every = log_every or default_log_every(steps_per_epoch)
         stop_requested = stop_requested or (lambda: None)
         for epoch in range(state.epoch, epochs):
             start = time.perf_counter() - state.epoch_seconds
-            batches = prefetched(train_data.epoch(epoch, start_batch=state.batch))
-            with closing(batches), tqdm(self._timed(batches), total=steps_per_epoch,
-                                        initial=state.batch, leave=False,
-                                        desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
-                                        disable=None if progress is None
-                                        else not progress) as bar:
+            with self._progress(train_data, state, epoch, epochs, progress) as bar:
                 for images, labels in bar:
                     self._learn(images, labels, state, epoch)
                     if state.step % log_every == 0 or state.batch == steps_per_epoch:
@@ -374,12 +369,8 @@ class Trainer:
                                     acc=f"{sums.correct / sums.seen:.4f}")
                     if state.batch < steps_per_epoch:  # (the epoch's end is handled below)
                         state.epoch_seconds = time.perf_counter() - start
-                        reason = stop_requested()
-                        if checkpoint and (reason or (checkpoint_every
-                                                      and state.step % checkpoint_every == 0)):
-                            checkpoint(state)
-                        if reason:
-                            raise TrainingStopped(reason, state)
+                        self._between_steps(state, stop_requested(), checkpoint,
+                                            checkpoint_every)
             metrics = self._end_epoch(state, test_data, time.perf_counter() - start)
             if on_epoch:
                 on_epoch(metrics)
@@ -389,6 +380,44 @@ class Trainer:
             if reason and epoch + 1 < epochs:
                 raise TrainingStopped(reason, state)
         return state.history
+
+    def _begin(self, train_data, epochs: int, state: TrainingState | None) -> TrainingState:
+        """The state a fit starts from (a copy: the caller's, a loaded checkpoint's say, may
+        be continued again), checked against the data, and the schedule's length."""
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a whole number >= 1, got {epochs!r}")
+        state = self.state = copy.deepcopy(state) if state else TrainingState()
+        steps_per_epoch = len(train_data)
+        if state.step != state.epoch * steps_per_epoch + state.batch:
+            raise ValueError("the training state does not fit this data: "
+                             f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
+                             f"of {steps_per_epoch} batches")
+        self.total_steps, self.step_count = epochs * steps_per_epoch, state.step
+        self.test_predictions, self.data_seconds = None, 0.0
+        return state
+
+    @contextmanager
+    def _progress(self, train_data, state: TrainingState, epoch: int, epochs: int,
+                  progress: bool | None):
+        """The epoch's remaining batches, prefetched, timed and behind a tqdm bar."""
+        from tqdm import tqdm
+
+        batches = prefetched(train_data.epoch(epoch, start_batch=state.batch))
+        with closing(batches), tqdm(self._timed(batches), total=len(train_data),
+                                    initial=state.batch, leave=False,
+                                    desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
+                                    disable=None if progress is None else not progress) as bar:
+            yield bar
+
+    @staticmethod
+    def _between_steps(state: TrainingState, reason: str | None, checkpoint,
+                       checkpoint_every: int | None) -> None:
+        """Within an epoch: a checkpoint when one is due or a stop was asked for (`reason`),
+        then the stop."""
+        if checkpoint and (reason or (checkpoint_every and state.step % checkpoint_every == 0)):
+            checkpoint(state)
+        if reason:
+            raise TrainingStopped(reason, state)
 
     def _learn(self, images: np.ndarray, labels: np.ndarray, state: TrainingState,
                epoch: int) -> None:

@@ -4,6 +4,8 @@ A weights file is an ``.npz`` holding one float32 array per parameter under a ca
 (``nin_block_1.0.weight``), kernels in PyTorch's layouts (convolutions OIHW, dense layers
 ``(out, in)`` with ``in`` in NCHW flatten order), plus the spec and free-form metadata as JSON.
 Backends only translate between these arrays and their own layouts.
+
+Core layer.
 """
 
 from __future__ import annotations

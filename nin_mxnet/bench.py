@@ -1,4 +1,7 @@
-"""The fp32 matrix product ``nin bench`` measures this machine's peak with, in MXNet."""
+"""The fp32 matrix product ``nin bench`` measures this machine's peak with, in MXNet.
+
+Backend layer.
+"""
 
 from __future__ import annotations
 

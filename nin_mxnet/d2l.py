@@ -1,5 +1,8 @@
 """The parts of the book's d2l package a reader's Gluon model is built with, for the stand-in
-:mod:`common.d2l` gives ``nin check`` (``from d2l import mxnet``, ``import d2lzh``)."""
+:mod:`common.d2l` gives ``nin check`` (``from d2l import mxnet``, ``import d2lzh``).
+
+Backend layer.
+"""
 
 from __future__ import annotations
 

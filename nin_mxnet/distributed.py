@@ -2,6 +2,8 @@
 
 Workers, the server and the scheduler are found through the ``DMLC_*`` variables; the
 scheduler assigns the ranks. ``nin train --workers N`` starts all of them on this machine.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -10,19 +12,15 @@ import ctypes
 
 import mxnet as mx
 import numpy as np
-from mxnet import autograd, gluon, nd
+from mxnet import gluon, nd
 from mxnet.base import _LIB, check_call
 
 from common import distributed, training
-from common.platform import launcher
 
-from .model import build_nin
 from .train import Trainer as LocalTrainer
 
 
 class Group(distributed.Group):
-    engine = launcher.ENGINES["mxnet"]
-
     def __init__(self):
         # Registers with the scheduler (DMLC_PS_ROOT_URI:PORT) and waits for every node.
         self.kvstore = mx.kv.create("dist_sync")
@@ -32,10 +30,6 @@ class Group(distributed.Group):
         self._barrier_before_exit(False)
         self._sums_key = 1 << 20  # above the parameters' keys, their indices
         self.init_keys([self._sums_key], [nd.zeros(3, dtype="float64")])
-
-    def build(self, spec, recipe, seed: int):
-        net = build_nin(spec, seed=seed)
-        return net, Trainer(net, recipe, seed=seed, group=self)
 
     def init_keys(self, keys: list[int], values: list[nd.NDArray]) -> None:
         """Store rank 0's `values` under `keys` on the server before any worker uses them.
@@ -73,10 +67,6 @@ class Group(distributed.Group):
         check_call(_LIB.MXKVStoreSetBarrierBeforeExit(self.kvstore.handle, ctypes.c_int(barrier)))
 
 
-def join() -> Group:
-    return Group()
-
-
 class Trainer(distributed.DataParallel, LocalTrainer):
     """nin_mxnet's Trainer on one worker: gradients are pushed to the server, which sums
     them, and pulled back; every worker then applies the same update with its own
@@ -91,24 +81,6 @@ class Trainer(distributed.DataParallel, LocalTrainer):
         self._keys = list(range(len(self._parameters)))
         group.init_keys(self._keys, [parameter.data() for parameter in self._parameters])
 
-    def _shard_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
-        images = nd.array(images, ctx=self.ctx)
-        labels = nd.array(labels, ctx=self.ctx, dtype="int64")
-        with autograd.record():
-            logits = self.net(images)
-            losses = self.loss(logits, labels)
-        losses.backward()  # this shard's summed per-example gradients
-        gradients = [parameter.grad() for parameter in self._parameters]
+    def _sum_over_workers(self, gradients: list[nd.NDArray]) -> None:
         self.group.kvstore.push(self._keys, gradients)  # the server adds all workers' pushes
         self.group.kvstore.pull(self._keys, out=gradients)
-        # Dividing the sum over all workers by the global batch (not by this shard's size,
-        # as step() would be told in one process) gives the global mean-loss gradient.
-        divisor = total
-        if self.recipe.clip_norm:
-            norm = float(nd.sqrt(nd.add_n(*[(p.grad() ** 2).sum() for p in self._parameters]))
-                         .asscalar()) / total
-            divisor = total / min(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
-        self.trainer.update(divisor)
-        correct = (logits.argmax(axis=1).astype("int64") == labels).sum()
-        return float(losses.sum().asscalar()) / total, int(correct.asscalar())

@@ -4,6 +4,8 @@
 argument: it stamps the newest opset the installed onnx package knows (23 for onnx 1.18, which
 MXNet's op translations predate) and picks those translations by the same number, so the
 export pins ``onnx.defs.onnx_opset_version`` to the requested opset for the call.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -16,7 +18,10 @@ import numpy as np
 from mxnet.gluon import nn
 
 from common import onnx as onnx_io
+from common.backends import framework_of
 from common.shapes import min_input_size
+
+from .weights import FRAMEWORK_VERSION
 
 
 def export_onnx(net: nn.HybridBlock, path: str | Path, *, opset: int = onnx_io.DEFAULT_OPSET,
@@ -32,8 +37,8 @@ def export_onnx(net: nn.HybridBlock, path: str | Path, *, opset: int = onnx_io.D
     logits = mx.sym.identity(net(mx.sym.var(onnx_io.INPUT_NAME)), name=onnx_io.OUTPUT_NAME)
     params = {name: parameter.data() for name, parameter in net.collect_params().items()}
     example = (1, spec.in_channels, size or min_input_size(spec), size or min_input_size(spec))
-    with onnx_io.exporting(path, spec, opset=opset, framework="mxnet",
-                           framework_version=mx.__version__,
+    with onnx_io.exporting(path, spec, opset=opset, framework=framework_of(net),
+                           framework_version=FRAMEWORK_VERSION,
                            input_treatment=input_treatment) as converted:
         # export_model reads onnx_opset_version() when called (and so does the
         # onnx.helper.make_model it calls), so the patch covers both.

@@ -1,6 +1,8 @@
 """NiN in MXNet Gluon, built from :mod:`common.spec` and hybridized.
 
 Network in Network (Lin, Chen & Yan 2013): https://arxiv.org/abs/1312.4400
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -80,26 +82,6 @@ def _context(net: nn.Block) -> mx.Context:
     return next(iter(net.collect_params().values())).list_ctx()[0]
 
 
-def layer_shapes(net: nn.HybridSequential, input_shape: tuple[int, ...]) -> list[shapes.LayerShape]:
-    """Each top-level layer's output shape (NCHW) for an input of `input_shape`."""
-    shapes.check_input_shape(net.spec, input_shape)
-    x = nd.zeros(input_shape, ctx=_context(net))
-    result = []
-    for name, layer in zip(net.spec.layer_names(), net):
-        x = layer(x)
-        result.append(shapes.LayerShape(name, tuple(x.shape)))
-    return result
-
-
-def count_params(net: nn.Block) -> int:
-    return sum(int(np.prod(parameter.shape)) for parameter in net.collect_params().values())
-
-
-def params_by_layer(net: nn.HybridSequential) -> dict[str, int]:
-    """Parameter count of each top-level layer."""
-    return {name: count_params(layer) for name, layer in zip(net.spec.layer_names(), net)}
-
-
 def predict_logits(net: nn.Block, images, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = shapes.as_input_batch(net.spec, images)
@@ -111,15 +93,20 @@ def predict_logits(net: nn.Block, images, batch_size: int = 256) -> np.ndarray:
             for start in range(0, len(images), batch_size)])
 
 
-def layer_output(net: nn.HybridSequential, images, name: str) -> np.ndarray:
-    """The output (NCHW) of the top-level layer `name` for NCHW `images`, in inference mode:
-    a look inside, e.g. at the class maps of the last NiN block."""
-    images = shapes.as_input_batch(net.spec, images)
-    shapes.check_layer_name(net.spec, name)
-    x = nd.array(images, ctx=_context(net))
+def layer_outputs(net: nn.HybridSequential, images, names) -> dict[str, np.ndarray]:
+    """The NCHW outputs of the top-level layers `names` for NCHW `images`, in one inference
+    pass (:func:`common.api.layer_output` and ``layer_shapes`` are built on it)."""
+    wanted, outputs = set(names), {}
+    x = nd.array(np.ascontiguousarray(images, np.float32), ctx=_context(net))
     with autograd.predict_mode():
-        for layer_name, layer in zip(net.spec.layer_names(), net):
+        for name, layer in zip(net.spec.layer_names(), net):
             x = layer(x)
-            if layer_name == name:
-                return x.asnumpy()
+            if name in wanted:
+                outputs[name] = x.asnumpy()
+    return outputs
 
+
+def parameter_shapes(net: nn.HybridSequential) -> dict[str, list[tuple[int, ...]]]:
+    """Each top-level layer's parameters' shapes, as Gluon holds them."""
+    return {name: [tuple(parameter.shape) for parameter in layer.collect_params().values()]
+            for name, layer in zip(net.spec.layer_names(), net)}

@@ -6,6 +6,8 @@ put back as it was afterwards. A ``Conv2D(activation='relu')`` runs its ReLU as 
 so it reports a convolution and a ReLU, in that order. Models written for MXNet's NumPy
 interface (``npx.set_np()``) get ``mx.np`` arrays, the others ``mx.nd`` ones: each model is
 run in the interface its parameters were made in.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
 from common import trace as t
+from common.backends import framework_of
 
 from .model import _context
 
@@ -198,7 +201,7 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
     parameters = [parameter for parameter in net.collect_params().values()
                   if parameter.shape and all(parameter.shape)]
     return t.ModelTrace(
-        framework="mxnet", model_type=f"{type(net).__module__}.{type(net).__name__}",
+        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
         steps=steps, output_shape=output_shape,
         param_shapes=[(tuple(block.weight.shape), tuple(block.bias.shape)
                        if block.bias is not None else None) for block in numbered],
@@ -332,3 +335,9 @@ def reference(spec):
 
     with _numpy(False):
         return build_nin(spec)
+
+
+def reset() -> None:
+    """Undo what a reader's file may have switched on globally: MXNet's NumPy interface
+    (``npx.set_np()``)."""
+    mx.npx.reset_np()

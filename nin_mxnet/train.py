@@ -1,4 +1,7 @@
-"""Training NiN in MXNet Gluon: ``autograd.record`` + ``Trainer.step`` on the hybridized net."""
+"""Training NiN in MXNet Gluon: ``autograd.record`` + ``Trainer.step`` on the hybridized net.
+
+Backend layer.
+"""
 
 from __future__ import annotations
 
@@ -13,8 +16,6 @@ from .weights import from_canonical, parameter_names, parameters, to_canonical
 
 
 class Trainer(training.Trainer):
-    backend = "mxnet"
-
     def __init__(self, net: gluon.HybridBlock, recipe: training.Recipe | None = None, *,
                  seed: int = 0, fast: bool = True):
         super().__init__(net, recipe, seed=seed, fast=fast)
@@ -43,25 +44,31 @@ class Trainer(training.Trainer):
     def _set_learning_rate(self, lr: float) -> None:
         self.trainer.set_learning_rate(lr)
 
-    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray,
+                    total: int) -> tuple[float, int]:
         images = nd.array(images, ctx=self.ctx)
         labels = nd.array(labels, ctx=self.ctx, dtype="int64")
         with autograd.record():  # train mode: dropout on
             logits = self.net(images)
             losses = self.loss(logits, labels)
-        # backward() of a vector sums the per-example gradients; step(batch_size) divides
-        # them by the batch size, which makes the update the mean-loss update of the others.
+        # backward() of a vector sums the per-example gradients; update(total) divides them
+        # by the batch size, which makes the update the mean-loss update of the others.
         losses.backward()
-        divisor = len(labels)
+        self._sum_over_workers([parameter.grad() for parameter in self._parameters])
+        divisor = total
         if self.recipe.clip_norm:
             # Clipping scales the mean gradient, whose norm is the summed gradient's / batch.
             norm = float(nd.sqrt(nd.add_n(*[(p.grad() ** 2).sum() for p in self._parameters]))
-                         .asscalar()) / len(labels)
+                         .asscalar()) / total
             scale = min(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
-            divisor = len(labels) / scale
-        self.trainer.step(divisor)
+            divisor = total / scale
+        self.trainer.update(divisor)
         correct = (logits.argmax(axis=1).astype("int64") == labels).sum()
-        return float(losses.mean().asscalar()), int(correct.asscalar())
+        return float(losses.mean().asscalar()) * (len(labels) / total), int(correct.asscalar())
+
+    def _sum_over_workers(self, gradients: list[nd.NDArray]) -> None:
+        """Replace each gradient by its sum over the workers: nothing to do in one process
+        (nin_mxnet.distributed's worker goes through the kvstore)."""
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         return predict_logits(self.net, images)
@@ -114,11 +121,3 @@ class Trainer(training.Trainer):
                 created[:] = slots["velocity"][name]
             updater.states[index] = created
             updater.states_synced[index] = True
-
-
-train = Trainer.train
-
-
-def evaluate(net: gluon.Block, data) -> float:
-    """Accuracy of `net` on a :class:`common.data.DataLoader`, in inference mode."""
-    return training.accuracy(lambda images: predict_logits(net, images), data.epoch())

@@ -2,6 +2,8 @@
 
 Gluon stores convolution kernels OIHW (its default NCHW layout) and dense weights as
 ``(units, in_units)``, flattening NCHW, so its layouts are the canonical ones.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -52,16 +54,7 @@ def set_weights(net: nn.Block, arrays: dict[str, np.ndarray]) -> None:
         parameter.set_data(mx.nd.array(arrays[name]))
 
 
-def export_weights(net: nn.Block, path: str | Path, **metadata) -> Path:
-    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
-    return interchange.save_weights(path, net.spec, get_weights(net), framework="mxnet",
-                                    framework_version=mx.__version__, **metadata)
-
-
-def import_weights(net: nn.Block, path: str | Path) -> None:
-    set_weights(net, interchange.load_weights(path, net.spec).arrays)
-
-
+FRAMEWORK_VERSION = mx.__version__  # written into exported files
 NATIVE_SUFFIX = ".params"
 
 

@@ -1,5 +1,8 @@
-"""NiN in Keras 3 on TensorFlow: ``import nin_tf as nin`` gives the same API as nin_torch and
-nin_mxnet."""
+"""NiN in Keras 3 on TensorFlow: ``import nin_tf as nin`` gives the same API as the other
+backends.
+
+Backend layer.
+"""
 
 import os
 import sys
@@ -18,19 +21,17 @@ if keras.backend.backend() != "tensorflow":
         f"nin_tf needs Keras on TensorFlow, but Keras was already imported with the "
         f"{keras.backend.backend()!r} backend; import nin_tf first or unset KERAS_BACKEND")
 
+from common import api  # noqa: E402
+from common.api import *  # noqa: E402,F401,F403  the half of the API written once, for every backend
+
 from .bench import gemm_seconds  # noqa: E402
 from .export import export_onnx  # noqa: E402
-from .model import (build_nin, count_params, layer_output, layer_shapes, nin_block,  # noqa: E402
-                    params_by_layer, predict_logits)
-from .train import Trainer, evaluate, train  # noqa: E402
-from .weights import (NATIVE_SUFFIX, export_weights, get_weights, import_weights,  # noqa: E402
-                      load_native, save_native, set_weights)
+from .model import build_nin, layer_outputs, nin_block, parameter_shapes, predict_logits  # noqa: E402
+from .train import Trainer  # noqa: E402
+from .weights import (FRAMEWORK_VERSION, NATIVE_SUFFIX, get_weights, load_native,  # noqa: E402
+                      save_native, set_weights)
 
 BACKEND = "tf"
+train = Trainer.train
 
-__all__ = [
-    "BACKEND", "NATIVE_SUFFIX", "Trainer", "build_nin", "count_params", "evaluate",
-    "export_onnx", "export_weights", "gemm_seconds", "get_weights", "import_weights",
-    "layer_output", "layer_shapes", "load_native", "nin_block", "params_by_layer",
-    "predict_logits", "save_native", "set_weights", "train",
-]
+__all__ = api.PUBLIC_API

@@ -1,5 +1,8 @@
 """The parts of the book's d2l package a reader's Keras model is built with, for the stand-in
-:mod:`common.d2l` gives ``nin check`` (``from d2l import tensorflow as d2l``)."""
+:mod:`common.d2l` gives ``nin check`` (``from d2l import tensorflow as d2l``).
+
+Backend layer.
+"""
 
 from __future__ import annotations
 

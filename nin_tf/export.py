@@ -5,6 +5,8 @@ function transposes first, as ``predict_logits`` does. tf2onnx turns each NHWC c
 into an ONNX Conv (NCHW only) between two Transposes, and its optimizer cancels every adjacent
 pair, this first one included: no Transpose is left in the graph of a NiN (a one-channel input
 keeps an identity Reshape, which is what a transpose of a size-1 axis became).
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ import keras
 import tensorflow as tf
 
 from common import onnx as onnx_io
+from common.backends import framework_of
+
+from .weights import FRAMEWORK_VERSION
 
 
 def export_onnx(net: keras.Model, path: str | Path, *, opset: int = onnx_io.DEFAULT_OPSET,
@@ -34,8 +39,8 @@ def export_onnx(net: keras.Model, path: str | Path, *, opset: int = onnx_io.DEFA
         # A dict output: tf2onnx names the graph's output after its key.
         return {onnx_io.OUTPUT_NAME: net(tf.transpose(images, (0, 2, 3, 1)), training=False)}
 
-    with onnx_io.exporting(path, spec, opset=opset, framework="tf",
-                           framework_version=f"keras {keras.__version__}",
+    with onnx_io.exporting(path, spec, opset=opset, framework=framework_of(net),
+                           framework_version=FRAMEWORK_VERSION,
                            input_treatment=input_treatment) as converted:
         tf2onnx.convert.from_function(logits, input_signature=[images], opset=opset,
                                       output_path=str(converted))

@@ -5,6 +5,8 @@ Network in Network (Lin, Chen & Yan 2013): https://arxiv.org/abs/1312.4400
 Keras runs channels-last (NHWC; TensorFlow's CPU convolutions support nothing else), while the
 public API speaks NCHW like the other backends: inputs are transposed on the way in and shapes
 are reported as NCHW.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -100,26 +102,6 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     return net
 
 
-def layer_shapes(net: keras.Sequential, input_shape: tuple[int, ...]) -> list[shapes.LayerShape]:
-    """Each top-level layer's output shape, reported NCHW, for an NCHW `input_shape`."""
-    shapes.check_input_shape(net.spec, input_shape)
-    x = keras.ops.zeros(nhwc_shape(input_shape))
-    result = []
-    for layer in net.layers:
-        x = layer(x, training=False)
-        result.append(shapes.LayerShape(layer.name, nchw_shape(tuple(x.shape))))
-    return result
-
-
-def count_params(net: keras.Model) -> int:
-    return int(net.count_params())
-
-
-def params_by_layer(net: keras.Sequential) -> dict[str, int]:
-    """Parameter count of each top-level layer."""
-    return {layer.name: int(layer.count_params()) for layer in net.layers}
-
-
 _inference_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 
 
@@ -141,15 +123,20 @@ def predict_logits(net: keras.Model, images, batch_size: int = 256) -> np.ndarra
                            for start in range(0, len(images), batch_size)])
 
 
-def layer_output(net: keras.Sequential, images, name: str) -> np.ndarray:
-    """The output (reported NCHW) of the top-level layer `name` for NCHW `images`, in
-    inference mode: a look inside, e.g. at the class maps of the last NiN block."""
-    images = to_nhwc(shapes.as_input_batch(net.spec, images))
-    shapes.check_layer_name(net.spec, name)
-    x = images
+def layer_outputs(net: keras.Sequential, images, names) -> dict[str, np.ndarray]:
+    """The outputs (reported NCHW) of the top-level layers `names` for NCHW `images`, in one
+    inference pass (:func:`common.api.layer_output` and ``layer_shapes`` are built on it)."""
+    wanted, outputs = set(names), {}
+    x = to_nhwc(np.ascontiguousarray(images, np.float32))
     for layer in net.layers:
         x = layer(x, training=False)
-        if layer.name == name:
-            x = keras.ops.convert_to_numpy(x)
-            return np.ascontiguousarray(x.transpose(0, 3, 1, 2)) if x.ndim == 4 else x
+        if layer.name in wanted:
+            array = keras.ops.convert_to_numpy(x)
+            outputs[layer.name] = (np.ascontiguousarray(array.transpose(0, 3, 1, 2))
+                                   if array.ndim == 4 else array)
+    return outputs
 
+
+def parameter_shapes(net: keras.Sequential) -> dict[str, list[tuple[int, ...]]]:
+    """Each top-level layer's weights' shapes, as Keras holds them."""
+    return {layer.name: [tuple(weight.shape) for weight in layer.weights] for layer in net.layers}

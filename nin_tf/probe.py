@@ -5,6 +5,8 @@ by a wrapper that records what went in and came out (and put back afterwards). O
 seen: a ``tf.nn.relu`` written inside a subclassed ``call`` is not, and the numbers decide
 about it. Keras runs NHWC; everything reported here is NCHW. A ``ZeroPadding2D`` right before a
 convolution is reported as that convolution's padding.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import tensorflow as tf
 from keras import layers
 
 from common import trace as t
+from common.backends import framework_of
 
 _KINDS = [
     (layers.Conv2D, t.CONV), (layers.Dense, t.DENSE), (layers.ReLU, t.RELU),
@@ -215,7 +218,7 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
     _WEIGHTS[net] = numbering.layers
     variables = list(net.weights) if net.built else []
     return t.ModelTrace(
-        framework="tf", model_type=f"{type(net).__module__}.{type(net).__name__}",
+        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
         steps=steps, output_shape=output_shape,
         param_shapes=[(_canonical_shape(layer), (int(layer.bias.shape[0]),)
                        if getattr(layer, "use_bias", False) else None)
@@ -322,3 +325,9 @@ def reference(spec):
     from .model import build_nin
 
     return build_nin(spec)
+
+
+def reset() -> None:
+    """Undo what a reader's file may have switched on globally: Keras's global state (layer
+    name counters, the default graph)."""
+    keras.backend.clear_session()

@@ -3,6 +3,8 @@
 Batches come from the shared loader (so all backends see the same examples in the same order)
 instead of ``fit``'s own data pipeline. The step is Keras's own "training loop from scratch":
 ``GradientTape``, the loss, ``optimizer.apply``, traced once for any batch size.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -18,8 +20,6 @@ from .weights import _variables, from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
-    backend = "tf"
-
     def __init__(self, net: keras.Model, recipe: training.Recipe | None = None, *, seed: int = 0,
                  fast: bool = True):
         super().__init__(net, recipe, seed=seed, fast=fast)
@@ -35,10 +35,11 @@ class Trainer(training.Trainer):
         # (A Dropout of rate 0 has no seed generator: it is the identity.)
         self._dropout_states = [layer.seed_generator.state for layer in _dropout_layers(net)
                                 if hasattr(layer, "seed_generator")]
-        self.loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)  # mean
+        self._summed_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                      reduction="sum")
         self._compiled_step = tf.function(self._graph_step, input_signature=[
             tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32),
-            tf.TensorSpec([None], tf.int64)])
+            tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
         if not fast:  # the book's Keras: compile() and Keras's own train step
             if recipe.clip_norm or recipe.weight_decay:
                 raise ValueError("the plain-Keras baseline trains without clipping or weight decay")
@@ -59,13 +60,29 @@ class Trainer(training.Trainer):
     def _set_learning_rate(self, lr: float) -> None:
         self.optimizer.learning_rate = lr
 
-    def _graph_step(self, images, labels):
+    def _graph_step(self, images, labels, total):
+        gradients, share, correct = self._on_replicas(self._replica_step, images, labels, total)
+        self._apply(gradients)
+        return share, correct
+
+    def _replica_step(self, images, labels, total):
         with tf.GradientTape() as tape:
             logits = self.net(images, training=True)
-            loss = self.loss(labels, logits)
-        self._apply(tape.gradient(loss, self._variables))
+            # The shares of the global batch's mean loss add up to it, and so do their
+            # gradients (one process: the mean). A sum, as Keras divides a mean loss by the
+            # number of replicas inside a distribution strategy.
+            share = self._summed_loss(labels, logits) / total
+        gradients = self._sum_over_replicas(tape.gradient(share, self._variables))
         correct = tf.reduce_sum(tf.cast(tf.argmax(logits, axis=1) == labels, tf.int32))
-        return loss, correct
+        return gradients, share, correct
+
+    # How a worker of a data-parallel run differs (nin_tf.distributed): the replica step runs
+    # in strategy.run, and its gradients are all-reduced there. In one process, as is.
+    def _on_replicas(self, step, *args):
+        return step(*args)
+
+    def _sum_over_replicas(self, gradients):
+        return gradients
 
     def _apply(self, gradients) -> None:
         """Clip to the global norm, add L2, and update: the Recipe, inside the traced step."""
@@ -80,15 +97,16 @@ class Trainer(training.Trainer):
                          for gradient, variable in zip(gradients, self._variables)]
         self.optimizer.apply(gradients, self._variables)
 
-    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray,
+                    total: int) -> tuple[float, int]:
         if not self.fast:
             # train_on_batch accumulates its metrics across calls; reset them for this batch's.
             self.net.reset_metrics()
             logs = self.net.train_on_batch(to_nhwc(images), labels, return_dict=True)
             return (float(logs["loss"]),
                     round(float(logs["sparse_categorical_accuracy"]) * len(labels)))
-        loss, correct = self._compiled_step(to_nhwc(images), labels)
-        return float(loss), int(correct)
+        share, correct = self._compiled_step(to_nhwc(images), labels, np.float32(total))
+        return float(share), int(correct)
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if not self.fast:  # the book's Keras calls the model eagerly
@@ -137,11 +155,3 @@ def _dropout_layers(layer) -> list:
     if isinstance(layer, keras.layers.Dropout):
         return [layer]
     return [found for child in getattr(layer, "layers", []) for found in _dropout_layers(child)]
-
-
-train = Trainer.train
-
-
-def evaluate(net: keras.Model, data) -> float:
-    """Accuracy of `net` on a :class:`common.data.DataLoader`, in inference mode."""
-    return training.accuracy(lambda images: predict_logits(net, images), data.epoch())

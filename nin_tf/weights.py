@@ -3,6 +3,8 @@
 Keras keeps convolution kernels HWIO and dense kernels ``(in, out)``, and its Flatten runs
 over NHWC, so the dense layer after Flatten sees its inputs in (H, W, C) order where the
 canonical (PyTorch/Gluon) order is (C, H, W): its rows are permuted on the way in and out.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -75,16 +77,7 @@ def set_weights(net: keras.Model, arrays: dict[str, np.ndarray]) -> None:
         variable.assign(native[name])
 
 
-def export_weights(net: keras.Model, path: str | Path, **metadata) -> Path:
-    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
-    return interchange.save_weights(path, net.spec, get_weights(net), framework="tf",
-                                    framework_version=f"keras {keras.__version__}", **metadata)
-
-
-def import_weights(net: keras.Model, path: str | Path) -> None:
-    set_weights(net, interchange.load_weights(path, net.spec).arrays)
-
-
+FRAMEWORK_VERSION = f"keras {keras.__version__}"  # written into exported files
 NATIVE_SUFFIX = ".weights.h5"  # Keras 3 insists on this suffix for save_weights
 
 

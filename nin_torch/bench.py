@@ -1,4 +1,7 @@
-"""The fp32 matrix product ``nin bench`` measures this machine's peak with, in PyTorch."""
+"""The fp32 matrix product ``nin bench`` measures this machine's peak with, in PyTorch.
+
+Backend layer.
+"""
 
 from __future__ import annotations
 

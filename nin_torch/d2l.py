@@ -1,5 +1,8 @@
 """The parts of the book's d2l package a reader's PyTorch model is built with, for the
-stand-in :mod:`common.d2l` gives ``nin check`` (d2l 2023, ``from d2l import torch``)."""
+stand-in :mod:`common.d2l` gives ``nin check`` (d2l 2023, ``from d2l import torch``).
+
+Backend layer.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """NiN in PyTorch, built from :mod:`common.spec`.
 
 Network in Network (Lin, Chen & Yan 2013): https://arxiv.org/abs/1312.4400
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -96,28 +98,6 @@ def as_tensor(net: nn.Module, images: np.ndarray) -> torch.Tensor:
     return tensor
 
 
-def layer_shapes(net: nn.Sequential, input_shape: tuple[int, ...]) -> list[shapes.LayerShape]:
-    """Each top-level layer's output shape (NCHW) for an input of `input_shape`."""
-    shapes.check_input_shape(net.spec, input_shape)
-    device = next(net.parameters()).device
-    x = torch.zeros(input_shape, device=device)
-    result = []
-    with torch.no_grad():
-        for name, layer in net.named_children():
-            x = layer(x)
-            result.append(shapes.LayerShape(name, tuple(x.shape)))
-    return result
-
-
-def count_params(net: nn.Module) -> int:
-    return sum(parameter.numel() for parameter in net.parameters())
-
-
-def params_by_layer(net: nn.Sequential) -> dict[str, int]:
-    """Parameter count of each top-level layer."""
-    return {name: count_params(layer) for name, layer in net.named_children()}
-
-
 def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = shapes.as_input_batch(net.spec, images)
@@ -133,21 +113,26 @@ def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
         net.train(was_training)
 
 
-def layer_output(net: nn.Sequential, images, name: str) -> np.ndarray:
-    """The output (NCHW) of the top-level layer `name` for NCHW `images`, in inference mode:
-    a look inside, e.g. at the class maps of the last NiN block."""
-    images = shapes.as_input_batch(net.spec, images)
-    shapes.check_layer_name(net.spec, name)
+def layer_outputs(net: nn.Sequential, images, names) -> dict[str, np.ndarray]:
+    """The NCHW outputs of the top-level layers `names` for NCHW `images`, in one inference
+    pass (:func:`common.api.layer_output` and ``layer_shapes`` are built on it)."""
+    wanted, outputs = set(names), {}
     use_intra_op_threads()
     was_training = net.training
     net.eval()
     try:
         with torch.inference_mode():
-            x = as_tensor(net, images)
-            for child_name, layer in net.named_children():
+            x = as_tensor(net, np.ascontiguousarray(images, np.float32))
+            for name, layer in net.named_children():
                 x = layer(x)
-                if child_name == name:
-                    return x.contiguous().cpu().numpy()
+                if name in wanted:
+                    outputs[name] = x.contiguous().cpu().numpy()
     finally:
         net.train(was_training)
+    return outputs
 
+
+def parameter_shapes(net: nn.Sequential) -> dict[str, list[tuple[int, ...]]]:
+    """Each top-level layer's parameters' shapes, as PyTorch holds them."""
+    return {name: [tuple(parameter.shape) for parameter in layer.parameters()]
+            for name, layer in net.named_children()}

@@ -4,6 +4,8 @@ Every call of a torch function during a forward pass is recorded with a ``TorchF
 so a functional ``F.relu`` or ``torch.flatten`` inside a subclassed ``forward`` is seen as
 well as an ``nn.ReLU``; forward hooks say which module each call ran in. Parameterised steps
 are ``conv2d`` and ``linear`` calls, numbered by the weight tensor they use (first use first).
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from torch.nn import functional as F
 from torch.overrides import TorchFunctionMode
 
 from common import trace as t
+from common.backends import framework_of
 
 from .model import use_intra_op_threads
 
@@ -276,7 +279,7 @@ def trace(net: nn.Module, input_shape: tuple[int, ...]) -> t.ModelTrace:
     _WEIGHTS[net] = recorder.weights
     parameters = list(net.parameters())
     return t.ModelTrace(
-        framework="torch", model_type=f"{type(net).__module__}.{type(net).__name__}",
+        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
         steps=recorder.steps, output_shape=output_shape,
         param_shapes=[(tuple(weight.shape), tuple(bias.shape) if bias is not None else None)
                       for weight, bias in recorder.weights],
@@ -376,3 +379,8 @@ def reference(spec):
     from .model import build_nin
 
     return build_nin(spec)
+
+
+def reset() -> None:
+    """Undo what a reader's file may have switched on globally: nothing in PyTorch that a
+    NiN file touches."""

@@ -1,4 +1,7 @@
-"""Training NiN in PyTorch: the usual zero_grad / backward / step loop."""
+"""Training NiN in PyTorch: the usual zero_grad / backward / step loop.
+
+Backend layer.
+"""
 
 from __future__ import annotations
 
@@ -16,8 +19,6 @@ from .weights import from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
-    backend = "torch"
-
     def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0,
                  fast: bool = True):
         super().__init__(net, recipe, seed=seed, fast=fast)
@@ -32,6 +33,10 @@ class Trainer(training.Trainer):
         if fast:
             reuse_freed_memory()
         self.loss = nn.CrossEntropyLoss()  # mean over the batch
+        # What the step runs and how many processes average its gradients: on a worker of a
+        # data-parallel run, DDP's wrapper and the workers' count (nin_torch.distributed).
+        self.replica: nn.Module = net
+        self.workers = 1
         recipe = self.recipe
         self._parameters = list(net.parameters())
         if recipe.optimizer == "adam":
@@ -72,21 +77,25 @@ class Trainer(training.Trainer):
                 if buffer is not None:
                     buffer.mul_(factor)
 
-    def _step(self, images: np.ndarray, labels: np.ndarray) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray,
+                    total: int) -> tuple[float, int]:
         use_intra_op_threads()
         self.net.train()
         images = as_tensor(self.net, images)
         labels = torch.from_numpy(labels).to(self._device)
-        logits = self.net(images)
-        loss = self.loss(logits, labels)
+        logits = self.replica(images)
+        share = self.loss(logits, labels) * (len(labels) / total)  # x 1.0 in one process
         self.optimizer.zero_grad()
-        loss.backward()
-        if self.recipe.clip_norm:
+        # DDP averages the gradients over the workers, so each scales its share by their
+        # number: the average is then the global batch's mean-loss gradient, whatever the
+        # shard sizes (one process: x 1).
+        (share * self.workers).backward()
+        if self.recipe.clip_norm:  # on the summed gradient: the global batch's norm
             nn.utils.clip_grad_norm_(self._parameters, self.recipe.clip_norm)
         if self.recipe.optimizer == "adam":
             self._match_keras_adam_epsilon(self.step_count + 1)
         self.optimizer.step()
-        return loss.item(), int((logits.argmax(dim=1) == labels).sum())
+        return share.item(), int((logits.argmax(dim=1) == labels).sum())
 
     def _match_keras_adam_epsilon(self, t: int) -> None:
         """Make torch's Adam take the step Keras's and MXNet's Adam take at update t.
@@ -142,11 +151,3 @@ class Trainer(training.Trainer):
             else:
                 self.optimizer.state[parameter] = {
                     "momentum_buffer": tensor("velocity") / -self._lr}
-
-
-train = Trainer.train
-
-
-def evaluate(net: nn.Module, data) -> float:
-    """Accuracy of `net` on a :class:`common.data.DataLoader`, in inference mode."""
-    return training.accuracy(lambda images: predict_logits(net, images), data.epoch())

@@ -2,6 +2,8 @@
 
 PyTorch's layouts are the canonical ones (OIHW kernels, ``(out, in)`` dense weights with
 inputs in NCHW flatten order), so this is a plain copy.
+
+Backend layer.
 """
 
 from __future__ import annotations
@@ -41,16 +43,7 @@ def set_weights(net: nn.Module, arrays: dict[str, np.ndarray]) -> None:
             parameter.copy_(torch.from_numpy(np.asarray(arrays[name])))
 
 
-def export_weights(net: nn.Module, path: str | Path, **metadata) -> Path:
-    """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
-    return interchange.save_weights(path, net.spec, get_weights(net), framework="torch",
-                                    framework_version=torch.__version__, **metadata)
-
-
-def import_weights(net: nn.Module, path: str | Path) -> None:
-    set_weights(net, interchange.load_weights(path, net.spec).arrays)
-
-
+FRAMEWORK_VERSION = torch.__version__  # written into exported files
 NATIVE_SUFFIX = ".pt"
 
 

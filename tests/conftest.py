@@ -16,6 +16,9 @@ import pytest
 from common.backends import BACKENDS, BackendUnavailable, load_backend
 
 REQUIRE_ALL = bool(os.environ.get("NIN_REQUIRE_ALL_BACKENDS"))
+# Every module a backend's framework is: what framework-free code must never import.
+FRAMEWORK_MODULES = frozenset(module for info in BACKENDS.values()
+                              for module in (info.framework, *info.model_modules))
 ROOT = Path(__file__).resolve().parents[1]
 
 

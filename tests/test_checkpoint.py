@@ -23,10 +23,12 @@ from common.tools.runs import load_result, train_run
 from common.training import TrainingStopped
 from common.weights import load_weights
 
+from common.backends import BACKENDS
+
 from .conftest import get_backend
 
 ROOT = Path(__file__).resolve().parents[1]
-NAMES = ("torch", "mxnet", "tf")
+NAMES = list(BACKENDS)
 
 # 512 images in batches of 64: 8 steps an epoch, 2 epochs; a short warm-up so it learns.
 CONFIG = replace(PRESETS["quick"], epochs=2, train_limit=512, test_limit=256, batch_size=64,

@@ -13,6 +13,8 @@ import pytest
 from common.cli import main
 from common.weights import load_weights
 
+from common.backends import BACKENDS
+
 from .conftest import get_backend
 
 TINY = ["--epochs", "1", "--train-limit", "256", "--test-limit", "128", "--batch-size", "64",
@@ -104,7 +106,7 @@ def test_convert_to_and_from_the_interchange_npz(backend, train_run, tmp_path, c
 
 
 def test_compare_writes_the_report(fashion_mnist, tmp_path, capsys):
-    for name in ("torch", "mxnet", "tf"):
+    for name in BACKENDS:
         get_backend(name)
     out = tmp_path / "cmp"
     assert main(["compare", "--out", str(out), *TINY]) == 0
@@ -115,8 +117,8 @@ def test_compare_writes_the_report(fashion_mnist, tmp_path, capsys):
         assert heading in report
     assert is_png(out / "curves.png")
     summary = json.loads((out / "summary.json").read_text())
-    assert set(summary["backends"]) == {"torch", "mxnet", "tf"}
-    for name in ("torch", "mxnet", "tf"):
+    assert set(summary["backends"]) == set(BACKENDS)
+    for name in BACKENDS:
         assert (out / name / "weights.npz").is_file() and is_png(out / name / "curves.png")
         row = summary["cross_accuracy"][name]
         # a model scores the same whichever framework runs it
@@ -175,16 +177,16 @@ READ_ONLY = Path("/proc")  # a folder in which nobody, root included, can create
      "is a file, not a folder"),
     (["predict", "--backend", "torch", "--weights", "x.npz", "--out",
       str(READ_ONLY / "p.png")], "is not writable"),
-    (["convert", "--from", "torch", "--to", "tf", "x.npz", str(A_FILE / "y.npz")],
+    (["convert", "--from", "tf", "--to", "tf", "x.npz", str(A_FILE / "y.npz")],
      "is a file, not a folder"),
-    (["convert", "--from", "torch", "--to", "tf", "x.npz", "y.pt"], "saved as *.weights.h5"),
+    (["convert", "--from", "tf", "--to", "tf", "x.npz", "y.pt"], "saved as *.weights.h5"),
     (["shapes", "--size", "50", "--backend", "torch"], "at least 67x67"),
     (["train", "--backend", "torch", "--lr", "-1"], "--lr: must be a positive number"),
     (["train", "--backend", "torch", "--size", "40"], "at least 67x67"),
     (["train", "--backend", "torch", "--train-limit", "70000"], "--train-limit: must be between"),
     (["train", "--backend", "torch", "--data-dir", "/nonexistent"], "/nonexistent"),
     (["predict", "--backend", "torch", "--weights", "/nonexistent.pt"], "does not exist"),
-    (["convert", "--from", "torch", "--to", "tf", "/nonexistent.npz", "x.weights.h5"],
+    (["convert", "--from", "tf", "--to", "tf", "/nonexistent.npz", "x.weights.h5"],
      "does not exist"),
     (["resources", "--size", "10"], "at least 67x67"),
 ])
@@ -251,7 +253,7 @@ def test_a_framework_that_fails_to_import_is_one_clear_error(monkeypatch, capsys
     real = importlib.import_module
 
     def broken(name, *args, **kwargs):
-        if name in ("mxnet", "nin_mxnet"):
+        if name in (BACKENDS["mxnet"].framework, BACKENDS["mxnet"].package):
             raise AttributeError("module 'numpy' has no attribute 'bool'")
         return real(name, *args, **kwargs)
 

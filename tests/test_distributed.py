@@ -18,7 +18,9 @@ import numpy as np
 import pytest
 
 from common import distributed
+from common.backends import BACKENDS
 from common.platform import launcher
+from common.platform.engines import TFConfig
 from common.tools.checkpoint import checkpoint_folders
 from common.cli import build_parser, main
 from common.cli.workers import command_line
@@ -186,16 +188,17 @@ def test_workers_draw_their_own_dropout_masks():
     assert seeds[0] == 1234 and len(set(seeds)) == 4
 
 
-@pytest.mark.parametrize("backend_name", ["torch", "tf", "mxnet"])
+@pytest.mark.parametrize("backend_name", list(BACKENDS))
 def test_launch_variables_say_how_many_workers(backend_name):
-    environment = launcher.launch_environment(backend_name, 1, 3, [29500, 29501, 29502])
-    assert launcher.launched_workers(backend_name, environment) == 3
-    assert launcher.launched_workers(backend_name, {}) is None
+    engine = BACKENDS[backend_name].engine
+    environment = engine.environment(1, 3, [29500, 29501, 29502])
+    assert engine.launched_workers(environment) == 3
+    assert engine.launched_workers({}) is None
 
 
 def test_malformed_launch_variables_are_a_clear_error():
-    with pytest.raises(ValueError, match="tf launch variables are malformed"):
-        launcher.launched_workers("tf", {"TF_CONFIG": "{not json"})
+    with pytest.raises(ValueError, match="TF_CONFIG launch variables are malformed"):
+        TFConfig().launched_workers({"TF_CONFIG": "{not json"})
 
 
 def test_the_os_picks_distinct_free_ports():

@@ -25,11 +25,14 @@ from common.onnx import INPUT_NAME, OUTPUT_NAME, OPSETS, OnnxModel, exporting
 from common.spec import make_spec
 from common.weights import probe_weights, save_weights
 
-from .conftest import get_backend, run_python, skip_or_fail
+from common.backends import BACKENDS
+
+from .conftest import FRAMEWORK_MODULES, get_backend, run_python, skip_or_fail
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NAMES = ("torch", "mxnet", "tf")
-FRAMEWORKS = {"torch", "mxnet", "tensorflow", "keras", "tf2onnx"}
+NAMES = list(BACKENDS)
+FRAMEWORKS = FRAMEWORK_MODULES | {module for info in BACKENDS.values() for module in info.onnx_needs
+                                  if module not in ("onnx", "onnxruntime")}
 TOLERANCE = 1e-5  # measured: 4e-6 at most (tf), on these logits of up to 2.3
 TRAINED_AT = (67, True)  # the input treatment the exports record: 67 px, standardized
 

@@ -26,9 +26,13 @@ from common.training import Recipe
 from common.weights import (WeightsError, init_weights, load_weights, param_slots, probe_weights,
                             save_weights)
 
+from common.backends import BACKENDS
+
 from .conftest import get_backend
 
-NAMES = ("torch", "mxnet", "tf")
+NAMES = list(BACKENDS)
+REFERENCE = "torch"  # the backend the others are held to in lock-step
+OTHERS = [name for name in NAMES if name != REFERENCE]
 PAIRS = list(itertools.permutations(NAMES, 2))
 
 # --------------------------------------------------------------------------------------------
@@ -56,8 +60,8 @@ CASES = {
 
 # Each backend builds from its own seed, and each source backend exports its own weights, so a
 # target never already holds the weights it is about to import.
-BUILD_SEEDS = {"torch": 1, "mxnet": 2, "tf": 3}
-SOURCE_SEEDS = {"torch": 101, "mxnet": 102, "tf": 103}
+BUILD_SEEDS = {name: 1 + index for index, name in enumerate(NAMES)}
+SOURCE_SEEDS = {name: 101 + index for index, name in enumerate(NAMES)}
 
 LOGIT_RTOL = LOGIT_ATOL = 1e-4
 
@@ -360,7 +364,7 @@ class LockStep:
             for images, labels in self.batches:
                 losses.append(trainer.train_step(images, labels)[0])
             run = Run(np.array(losses), initial, backend.get_weights(net))
-            if name == "torch":
+            if name == REFERENCE:
                 run.mean_loss_before = self.mean_loss(backend, _with(backend, net, initial))
                 run.mean_loss_after = self.mean_loss(backend, _with(backend, net, run.final))
             self._runs[key] = run
@@ -394,7 +398,7 @@ def test_lockstep_reference_really_learns(lockstep, optimizer):
 
 
 @pytest.mark.parametrize("optimizer", list(RECIPES))
-@pytest.mark.parametrize("other", ["mxnet", "tf"])
+@pytest.mark.parametrize("other", OTHERS)
 def test_lockstep_training_matches_torch(lockstep, other, optimizer):
     reference = lockstep.run("torch", optimizer)
     run = lockstep.run(other, optimizer)
@@ -447,7 +451,7 @@ def test_lockstep_update_check_catches_a_five_percent_error(lockstep):
     assert np.median(misses) > UPDATE_RTOL, misses
 
 
-@pytest.mark.parametrize("name", ["mxnet", "tf"])
+@pytest.mark.parametrize("name", OTHERS)
 def test_a_partial_last_batch_is_averaged_like_a_full_one(lockstep, name):
     """MXNet sums per-example gradients and divides in Trainer.step(batch): it must divide by
     the batch's own size (8 here), not the loader's batch size, to match PyTorch's mean."""

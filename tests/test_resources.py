@@ -30,10 +30,10 @@ from common import resources as res
 from common.shapes import layer_params
 from common.spec import alexnet_spec, nin_spec
 
-from .conftest import get_backend, run_python, skip_or_fail
+from .conftest import FRAMEWORK_MODULES, get_backend, run_python, skip_or_fail
 
 ROOT = Path(__file__).resolve().parents[1]
-FRAMEWORKS = ("torch", "mxnet", "tensorflow", "keras", "jax")
+FRAMEWORKS = tuple(sorted(FRAMEWORK_MODULES | {"jax"}))
 
 
 # ----------------------------------------------------------------------------- parameters

@@ -3,6 +3,8 @@
 Bad input from the user (a value out of range, a missing file, a framework that is not
 installed, a damaged checkpoint) ends with one line on stderr and exit status 2; a diverged run
 exits 1; a run stopped by SIGINT/SIGTERM writes a checkpoint and exits 130/143.
+
+CLI layer.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from ..backends import FRAMEWORK_LABELS, listed
 from . import benchmark, check, exercise, export, inspect, training, weights
 from .common import EXIT_USAGE, UsageError
 
@@ -24,8 +27,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nin", description="Network in Network (d2l 7.3) in PyTorch, "
-                                             "MXNet Gluon and Keras 3.")
+    parser = _Parser(prog="nin", description="Network in Network (d2l 7.3) in "
+                                             f"{listed(FRAMEWORK_LABELS.values())}.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
                                      parser_class=_Parser)
     for module in COMMAND_MODULES:

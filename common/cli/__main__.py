@@ -1,4 +1,7 @@
-"""``python -m common.cli``: the same as the ``nin`` console script."""
+"""``python -m common.cli``: the same as the ``nin`` console script.
+
+CLI layer.
+"""
 
 import sys
 

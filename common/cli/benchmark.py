@@ -1,9 +1,13 @@
-"""``nin bench``: throughput of each backend (speed lives here, never in timed tests)."""
+"""``nin bench``: throughput of each backend (speed lives here, never in timed tests).
+
+CLI layer.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+from ..backends import BACKENDS
 from .common import backend_list, whole
 
 
@@ -20,10 +24,10 @@ def cmd_bench(args) -> int:
             check_writable_parent(Path(path))
     backends = backend_list(args.backends)
     if args.onnx:
-        from ..onnx import NEEDED, require
+        from ..onnx import require_exporter
 
         for name in backends:
-            require(*NEEDED[name])
+            require_exporter(name)
     run_bench(backends, sizes=args.size, batch_size=args.batch,
               steps=args.steps, repeats=args.repeats, baseline=args.baseline,
               real_data=args.real_data, busy=args.busy, onnx=args.onnx, out=args.out,
@@ -36,7 +40,7 @@ def add_commands(commands) -> None:
     sub = commands.add_parser("bench", help=text, description=text)
     sub.set_defaults(function=cmd_bench)
     sub.add_argument("--backends", default="all",
-                     help="comma-separated: torch, mxnet, tf, or all (default)")
+                     help=f"comma-separated: {', '.join(BACKENDS)}, or all (default)")
     sub.add_argument("--size", type=whole(1, 4096), nargs="+", default=[67, 224],
                      help="input sizes in pixels (default: 67 224)")
     sub.add_argument("--batch", type=whole(1, 65_536), default=64, help="batch size (default 64)")

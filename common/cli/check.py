@@ -1,8 +1,12 @@
-"""``nin check``: a reader's own NiN file, checked against the book's (or a variant)."""
+"""``nin check``: a reader's own NiN file, checked against the book's (or a variant).
+
+CLI layer.
+"""
 
 from __future__ import annotations
 
 import argparse
+import textwrap
 import json
 import os
 import signal
@@ -11,20 +15,21 @@ import sys
 import tempfile
 from pathlib import Path
 
+from ..backends import BACKENDS, FRAMEWORK_LABELS, listed
 from ..platform.launcher import last_line, signal_name
 from .common import UsageError, add_spec_arguments, spec_from_args, whole
 
 DEFAULT_TIMEOUT = 300
 
-DESCRIPTION = """\
-Check your own NiN (PyTorch, MXNet Gluon or Keras: told by the model's type) against the
-book's: each layer's output shape, the parameters, the ReLUs and the dropout, then the numbers
-(the book's weights set on your layers: logits and each layer's input against a float64
-reference on real Fashion-MNIST images) and the gradients (against this project's model in
-the same framework). Exit 0: it is the reference; 1: it differs, and the report says where
-and why (a known variant, e.g. one 1x1 convolution per block, is named with the flags that
-check it as that); 2: it cannot be checked (the error names your file and line).
-
+_WHAT = f"""\
+Check your own NiN ({listed(FRAMEWORK_LABELS.values(), 'or')}: told by the model's type)
+against the book's: each layer's output shape, the parameters, the ReLUs and the dropout, then
+the numbers (the book's weights set on your layers: logits and each layer's input against a
+float64 reference on real Fashion-MNIST images) and the gradients (against this project's
+model in the same framework). Exit 0: it is the reference; 1: it differs, and the report says
+where and why (a known variant, e.g. one 1x1 convolution per block, is named with the flags
+that check it as that); 2: it cannot be checked (the error names your file and line)."""
+_RULES = """\
 THE FILE IS EXECUTED, as pytest executes test files: in a separate Python process, its
 top-level statements in order (a notebook's code cells in order), so only run files you
 trust. The rules:
@@ -37,10 +42,12 @@ trust. The rules:
     backward, step, load_data... or anything in a `datasets` module;
   - before the model exists, a statement that fails is an error (exit 2), unless it only
     loads data or trains through d2l (skipped); once the model exists, the first statement
-    that fails or would train ends the run, and the model is checked as it is then.
-Without NAME, the model is the file's one module-level torch nn.Module, Gluon Block or Keras
-Model (one that holds another counts once); NAME is a model or a function of no arguments
-that returns one."""
+    that fails or would train ends the run, and the model is checked as it is then."""
+_NAME = (f"Without NAME, the model is the file's one module-level "
+         f"{listed((info.model_class for info in BACKENDS.values()), 'or')} (one that holds "
+         "another counts once); NAME is a model or a function of no arguments that returns one.")
+DESCRIPTION = "\n\n".join([textwrap.fill(" ".join(_WHAT.split()), 92), _RULES,
+                            textwrap.fill(_NAME, 92)])
 
 
 def cmd_check(args) -> int:

@@ -1,4 +1,7 @@
-"""Argument groups and checks shared by several ``nin`` commands."""
+"""Argument groups and checks shared by several ``nin`` commands.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,7 @@
-"""``nin exercise``: the chapter's experimental exercises and the readers' questions, run."""
+"""``nin exercise``: the chapter's experimental exercises and the readers' questions, run.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 

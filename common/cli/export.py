@@ -1,4 +1,7 @@
-"""``nin export``: trained weights as an ONNX model, checked against onnxruntime."""
+"""``nin export``: trained weights as an ONNX model, checked against onnxruntime.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +9,7 @@ import sys
 from pathlib import Path
 
 from ..backends import BACKENDS, load_backend
-from ..onnx import DEFAULT_OPSET, NEEDED, OPSETS, OnnxModel, require
+from ..onnx import DEFAULT_OPSET, OPSETS, OnnxModel, require_exporter
 from .common import UsageError, add_spec_arguments
 from .weights import input_treatment, load_weights_into, weights_in
 
@@ -31,7 +34,7 @@ def cmd_export(args) -> int:
         raise UsageError(f"{out} is not a file")
     check_writable_parent(out)
     weights = weights_in(args.weights)
-    require(*NEEDED[args.backend])
+    require_exporter(args.backend)
     backend = load_backend(args.backend)
     net = load_weights_into(backend, weights, args)
     size, standardize = input_treatment(weights, net.spec)

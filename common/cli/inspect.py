@@ -1,8 +1,12 @@
 """``nin shapes``, ``nin params``, ``nin resources`` and ``nin presets``: the chapter's
-arithmetic, each backend beside common's numbers."""
+arithmetic, each backend beside common's numbers.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 
+from ..backends import BACKENDS
 from ..report import format_table
 from .common import add_spec_arguments, backend_list, spec_from_args, whole
 
@@ -70,7 +74,7 @@ def add_commands(commands) -> None:
                                   description=f"{text} in each backend beside common's "
                                               "arithmetic; a disagreement exits 1")
         sub.set_defaults(function=function)
-        sub.add_argument("--backend", default="all", help="torch, mxnet, tf, a comma list or all")
+        sub.add_argument("--backend", default="all", help=f"{', '.join(BACKENDS)}, a comma list or all")
         sub.add_argument("--size", type=whole(1, 4096), default=224)
         if name == "shapes":
             sub.add_argument("--batch", type=whole(1, 4096), default=1)

@@ -1,5 +1,8 @@
 """What a training command will do, checked before any work starts (the run folder
-included): shared by ``nin train``, its worker launcher, ``nin compare`` and ``nin sweep``."""
+included): shared by ``nin train``, its worker launcher, ``nin compare`` and ``nin sweep``.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,8 @@
 """``nin train``, ``nin compare`` and ``nin sweep``: runs that checkpoint, stop cleanly on
-SIGINT/SIGTERM and continue where they stopped."""
+SIGINT/SIGTERM and continue where they stopped.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 

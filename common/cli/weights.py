@@ -1,4 +1,7 @@
-"""``nin predict`` and ``nin convert``: trained weights, in any framework or in onnxruntime."""
+"""``nin predict`` and ``nin convert``: trained weights, in any framework or in onnxruntime.
+
+CLI layer.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ The launcher starts N copies of the same ``nin train`` command (without ``--work
 with its framework's launch variables set, exactly as torchrun, a TF_CONFIG or MXNet's DMLC_*
 roles start them across machines (docs/distributed.md). A ``nin train`` that finds those
 variables is one worker: ``--batch-size`` is its own batch, the run's is N times that.
+
+CLI layer.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import distributed
+from ..backends import BACKENDS, listed
 from ..platform import launcher
 from .common import UsageError, run_config, whole
 from .plan import announce, preflight, resume_plan
@@ -25,8 +28,9 @@ RUN_FLAGS_LEFT_OUT = ("workers", "port")  # the launcher's own flags; the rest r
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "data parallel", "Train on N worker processes, each on its slice of every batch, with "
-        "the framework's own engine: DistributedDataParallel, MultiWorkerMirroredStrategy or "
-        "the MXNet kvstore (docs/distributed.md).")
+        "the framework's own engine: "
+        f"{listed((info.engine.description for info in BACKENDS.values()), 'or')} "
+        "(docs/distributed.md).")
     group.add_argument("--workers", type=whole(1, 256), default=1, metavar="N",
                        help="worker processes on this machine (default 1); --batch-size is "
                             "per worker, so the run's batch is N times it")
@@ -39,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def launched(backend: str, args) -> int | None:
     """How many workers this process is one of, from its engine's launch variables; None for
     a process on its own."""
-    count = launcher.launched_workers(backend)
+    count = BACKENDS[backend].engine.launched_workers()
     if count is not None and not (args.out or args.resume):
         raise UsageError("a worker needs --out RUN_DIR, the same on every worker (rank 0 "
                          "writes the run there)")
@@ -49,10 +53,11 @@ def launched(backend: str, args) -> int | None:
 def train(backend: str, config, out: Path, workers: int | None, **options):
     """`common.tools.runs.train_run` in one process, or this process's part of a launch."""
     from ..tools.runs import train_run
+    from ..tools.workers import train_worker
 
     if workers is None:
         return train_run(backend, config, out, **options)
-    return distributed.train_worker(backend, config, out, workers=workers, **options)
+    return train_worker(backend, config, out, workers=workers, **options)
 
 
 def worker_command(args, out: Path | None) -> list[str]:
@@ -100,18 +105,18 @@ def launch_train(args) -> int:
         config = replace(config, batch_size=config.batch_size * count)
         out = new_out = check_new_run_dir(args.out or default_run_dir(f"train-{backend}"),
                                           count_params(config.spec()))
-    if launcher.launched_workers(backend) is not None:
+    if BACKENDS[backend].engine.launched_workers() is not None:
         raise UsageError("this process was itself started as a worker (its engine's launch "
                          "variables are set); leave --workers out")
     distributed.check_shardable(config.train_images, config.batch_size, count)
-    ports = launcher.pick_ports(launcher.ports_needed(backend, count), args.port)
+    ports = launcher.pick_ports(BACKENDS[backend].engine.ports_needed(count), args.port)
     preflight(config, [backend])
     announce(config)
-    print(f"{count} workers on {launcher.LOOPBACK}, {launcher.ENGINES[backend]}: batch "
+    print(f"{count} workers on {launcher.LOOPBACK}, {BACKENDS[backend].engine.description}: batch "
           f"{config.batch_size // count} per worker, {config.batch_size} in all.")
     logs = out / LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    processes = launcher.launch_processes(backend, count, worker_command(args, new_out),
+    processes = launcher.launch_processes(BACKENDS[backend].engine, count, worker_command(args, new_out),
                                              ports, logs)
     resume = f"nin train --resume {shlex.quote(str(out))} --workers {count}"
     sys.stdout.flush()  # the workers write to the same stdout from now on

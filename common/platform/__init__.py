@@ -2,4 +2,6 @@
 policy, atomic file writes, the worker launcher, the machine's description).
 
 Framework-free. It imports nothing else from `common`; the core and the backends build on it.
+
+Platform layer.
 """

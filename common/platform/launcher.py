@@ -3,32 +3,26 @@ one who it is: the engines' own launch variables (torchrun's ``RANK`` and ``WORL
 ``TF_CONFIG``, MXNet's ``DMLC_*``), free ports, and :func:`run_processes`, which starts the
 processes, forwards Ctrl-C, and when one dies stops the others and says which one died.
 
-Framework-free; the training side is :mod:`common.distributed`.
+Platform layer, framework-free: each engine's own conventions are :mod:`.engines`, the
+training side :mod:`common.distributed`.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .engines import LOOPBACK, Engine
 from .threads import usable_cores
 
-LOOPBACK = "127.0.0.1"
 LAUNCHER_PID = "NIN_LAUNCHER_PID"  # set in the processes the launcher starts
-ENGINES = {
-    "torch": "DistributedDataParallel (gloo all-reduce)",
-    "tf": "MultiWorkerMirroredStrategy (collective all-reduce)",
-    "mxnet": "kvstore dist_sync (a parameter server)",
-}
 # After a worker exits with an error of its own (a diverged loss, a bad flag, a stop), the
 # others are about to exit the same way; they get this long before they are stopped.
 SETTLE_SECONDS = 20.0
@@ -36,37 +30,6 @@ GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when stopping a process
 
 
 # -- how workers find each other -----------------------------------------------------------------
-
-def launched_workers(backend_name: str, environ=os.environ) -> int | None:
-    """How many workers this process is one of, as its engine's launch variables say
-    (torchrun's RANK/WORLD_SIZE, TF_CONFIG, DMLC_ROLE=worker); None when it was not launched
-    as a worker."""
-    try:
-        if backend_name == "torch" and "RANK" in environ and "WORLD_SIZE" in environ:
-            return _at_least_one(int(environ["WORLD_SIZE"]))
-        if backend_name == "tf" and environ.get("TF_CONFIG"):
-            config = json.loads(environ["TF_CONFIG"])
-            if set(config["cluster"]) != {"worker"} or config["task"]["type"] != "worker":
-                raise ValueError("only 'worker' tasks are supported (no chief, ps or evaluator)")
-            return _at_least_one(len(config["cluster"]["worker"]))
-        if backend_name == "mxnet" and environ.get("DMLC_ROLE") == "worker":
-            return _at_least_one(int(environ["DMLC_NUM_WORKER"]))
-    except (ValueError, KeyError, TypeError) as error:
-        raise ValueError(f"the {backend_name} launch variables are malformed: {error}") from None
-    return None
-
-
-def _at_least_one(count: int) -> int:
-    if count < 1:
-        raise ValueError(f"a launch of {count} workers")
-    return count
-
-
-def ports_needed(backend_name: str, workers: int) -> int:
-    """Loopback ports a launch takes: the rendezvous (torch) or scheduler (MXNet) port, or
-    one per worker (TF's gRPC servers)."""
-    return workers if backend_name == "tf" else 1
-
 
 def pick_ports(count: int, first: int | None = None, host: str = LOOPBACK) -> list[int]:
     """`count` free ports: first, first + 1, ... if `first` is given, else the OS's choice.
@@ -100,31 +63,6 @@ def _socket() -> socket.socket:
     # As the engines bind: a port whose last connection is in TIME_WAIT counts as free.
     probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     return probe
-
-
-def launch_environment(backend_name: str, rank: int, workers: int, ports: list[int],
-                       role: str = "worker", host: str = LOOPBACK) -> dict[str, str]:
-    """The variables that make a process worker `rank` of `workers` on this machine, in
-    the engine's own convention (what torchrun, a TF_CONFIG or MXNet's launcher would set).
-
-    `role` is MXNet's: worker, server or scheduler.
-    """
-    if backend_name == "torch":
-        variables = {"MASTER_ADDR": host, "MASTER_PORT": str(ports[0]), "RANK": str(rank),
-                     "WORLD_SIZE": str(workers), "LOCAL_RANK": str(rank),
-                     "LOCAL_WORLD_SIZE": str(workers)}
-        if sys.platform.startswith("linux"):
-            variables["GLOO_SOCKET_IFNAME"] = "lo"  # else gloo picks the host name's interface
-        return variables
-    if backend_name == "tf":
-        cluster = {"worker": [f"{host}:{port}" for port in ports]}
-        return {"TF_CONFIG": json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": rank}})}
-    if backend_name == "mxnet":
-        return {"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(ports[0]),
-                "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(workers),
-                "DMLC_NODE_HOST": host}  # each node listens on this address
-    raise ValueError(f"unknown backend {backend_name!r}")
 
 
 def thread_environment(workers: int) -> dict[str, str]:
@@ -288,25 +226,18 @@ def _stop(processes: list[Process], grace: float) -> None:
             process.popen.wait()
 
 
-def launch_processes(backend_name: str, workers: int, argv: list[str], ports: list[int],
+def launch_processes(engine: Engine, workers: int, argv: list[str], ports: list[int],
                      logs: Path) -> list[Process]:
     """The processes of a launch on this machine: `workers` copies of `argv` with each one's
-    engine variables, and for MXNet the scheduler and the server."""
+    engine variables, and the engine's helpers (MXNet's scheduler and server)."""
     threads = thread_environment(workers)
     processes = [Process(f"worker {rank}", argv,
-                         {**launch_environment(backend_name, rank, workers, ports), **threads},
+                         {**engine.environment(rank, workers, ports), **threads},
                          logs / f"worker-{rank}.log")
                  for rank in range(workers)]
-    if backend_name == "mxnet":
-        # Importing mxnet in a scheduler or server role runs that role until the workers
-        # leave (mxnet/kvstore/kvstore_server.py); watch_launcher ends it if we die first.
-        helper = [sys.executable, "-c",
-                  "import common.platform.launcher as l; l.watch_launcher(); import mxnet"]
-        for role in ("scheduler", "server"):
-            processes.append(Process(
-                f"MXNet {role}", helper,
-                launch_environment(backend_name, 0, workers, ports, role=role),
-                logs / f"{role}.log", worker=False))
+    for helper in engine.helpers(workers, ports):
+        processes.append(Process(helper.name, helper.argv, helper.env,
+                                 logs / helper.log, worker=False))
     return processes
 
 

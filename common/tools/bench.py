@@ -11,6 +11,13 @@ would make every MFU look better than it is.
 A training image costs three forward passes of FLOPs (forward, and a backward pass of twice
 the work), the convention of the MFU literature; the FLOPs are :mod:`common.resources`'
 count, which equals ``torch.utils.flop_counter``'s.
+
+:func:`measure_bench` measures into a :class:`BenchResult`; :func:`render_markdown` and
+:func:`render_json` turn it into the report, which says only what that run measured, on
+which machine, with which versions (findings of one machine belong in docs/benchmarks.md's
+hand-written part, after the report's end marker).
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import numpy as np
 from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
 from ..report import format_table
 from ..resources import resources
+from ..platform.files import atomic_write
 from ..platform.machine import machine_description
 
 WARMUP_STEPS = 2
@@ -152,7 +160,7 @@ def bench_real_loop(name: str, size: int, batch: int, steps: int, repeats: int,
 def in_fresh_process(function, *args, **kwargs):
     """`function(*args, **kwargs)` in a new Python process, for the book's code path: it runs
     in a process as the book's readers have it, without what this one's fast paths set
-    (PyTorch's :func:`common.backends.reuse_freed_memory`)."""
+    (PyTorch's :func:`common.platform.memory.reuse_freed_memory`)."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
@@ -176,14 +184,68 @@ class BusyMachine:
         return False
 
 
+@dataclass(frozen=True)
+class BenchResult:
+    """What one ``nin bench`` measured, on which machine, with which versions."""
+
+    rows: list[Row]
+    peaks: dict[str, float]               # GFLOP/s of each library's 2048^3 matrix product
+    backends: list[str]
+    steps: int
+    repeats: int
+    onnx_table: str | None                # `--onnx`: onnx_bench_table's Markdown table
+    machine: str
+    versions: dict[str, dict[str, str]]   # per backend, framework_versions
+    finished: datetime
+
+    @property
+    def peak(self) -> float:
+        """The peak MFU is measured against: the best of the libraries' matrix products."""
+        return max(self.peaks.values())
+
+
 def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: int,
               repeats: int = 3, baseline: bool = False, real_data: bool = False,
               busy: bool = False, onnx: bool = False, out: str | None = None,
               json_path: str | None = None, log=print) -> list[Row]:
+    """``nin bench``: measure (each row logged as it comes), then write `json_path` and the
+    Markdown report `out` (with its chart beside it) if asked; the rows."""
+    result = measure_bench(backends, sizes=sizes, batch_size=batch_size, steps=steps,
+                           repeats=repeats, baseline=baseline, real_data=real_data, busy=busy,
+                           onnx=onnx, log=log)
+    if json_path:
+        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
+        Path(json_path).write_text(render_json(result.rows))
+    if out:
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        write_report(result, Path(out))
+    return result.rows
+
+
+def measure_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: int,
+                  repeats: int = 3, baseline: bool = False, real_data: bool = False,
+                  busy: bool = False, onnx: bool = False, log=print) -> BenchResult:
+    """Every measurement `nin bench`'s flags ask for, logged as it comes."""
     peaks = measure_peak(backends)
-    peak = max(peaks.values())
     log("fp32 GEMM peak (2048^3): " + ", ".join(f"{name} {value:.0f} GFLOP/s"
                                                for name, value in peaks.items()))
+    rows = _measure_rows(backends, sizes, batch_size, steps, repeats, max(peaks.values()),
+                         baseline=baseline, real_data=real_data, busy=busy, log=log)
+    onnx_table = None
+    if onnx:
+        from .onnx_bench import onnx_bench_table
+
+        onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
+                                      runs=onnx_runs(repeats))
+        log(onnx_table)
+    return BenchResult(rows, peaks, list(backends), steps, repeats, onnx_table,
+                       machine_description(), {name: framework_versions(name)
+                                               for name in backends}, datetime.now())
+
+
+def _measure_rows(backends: list[str], sizes: list[int], batch_size: int, steps: int,
+                  repeats: int, peak: float, *, baseline: bool, real_data: bool, busy: bool,
+                  log) -> list[Row]:
     rows: list[Row] = []
     line = "{:<21} {:<10} {:<18} {:>4} {:>5} {:>8} {:>7} {:>5} {:>12}"
     log(line.format(*HEADERS))
@@ -205,20 +267,6 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
         with BusyMachine():
             for name in backends:
                 show(bench_steps(name, min(sizes), batch_size, steps, repeats, peak, busy=True))
-    onnx_table = None
-    if onnx:
-        from .onnx_bench import onnx_bench_table
-
-        onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
-                                      runs=onnx_runs(repeats))
-        log(onnx_table)
-    if json_path:
-        Path(json_path).parent.mkdir(parents=True, exist_ok=True)
-        Path(json_path).write_text(json.dumps([asdict(row) for row in rows], indent=2) + "\n")
-    if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        write_markdown(Path(out), rows, peaks, backends, steps=steps, repeats=repeats,
-                       onnx_table=onnx_table)
     return rows
 
 
@@ -248,82 +296,117 @@ def speedups(rows: list[Row]) -> list[list]:
     return result
 
 
+# -- the report --------------------------------------------------------------------------------
+
+# A Markdown file that holds these two lines (docs/benchmarks.md) has only the part between
+# them replaced by a new report; what is written around them by hand is kept.
+BEGIN_MARKER = ("<!-- generated by nin bench: everything from here to the end marker is "
+                "replaced when nin bench --out writes this file -->")
+END_MARKER = "<!-- end of what nin bench generated; what follows is written by hand -->"
+
+
+def render_json(rows: list[Row]) -> str:
+    """What ``--json`` writes: every row's fields."""
+    return json.dumps([asdict(row) for row in rows], indent=2) + "\n"
+
+
 def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backends: list[str],
                    *, steps: int, repeats: int, onnx_table: str | None = None) -> Path:
+    """The Markdown report of `rows`, measured here now, with its chart beside it."""
+    result = BenchResult(list(rows), dict(peaks), list(backends), steps, repeats, onnx_table,
+                         machine_description(), {name: framework_versions(name)
+                                                 for name in backends}, datetime.now())
+    return write_report(result, Path(path))
+
+
+def write_report(result: BenchResult, path: Path) -> Path:
+    """`path` (Markdown) and its chart (the same name, .png): a new file, or, in a file with
+    the markers, the part between them (the rest is kept)."""
     from .plots import plot_bench
 
     chart = path.with_suffix(".png")
-    plot_bench(rows, chart)
-    versions = "; ".join(f"{FRAMEWORK_LABELS[name]}: " + ", ".join(
-        f"{key} {value}" for key, value in framework_versions(name).items()) for name in backends)
-    text = "\n".join([
+    plot_bench(result.rows, chart)
+    text = splice_generated(path.read_text() if path.is_file() else "",
+                            render_markdown(result, chart.name))
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+    return path
+
+
+def splice_generated(existing: str, report: str) -> str:
+    """`report` between the markers of `existing`, or, if it has none, `report` alone."""
+    begin, end = existing.find(BEGIN_MARKER), existing.find(END_MARKER)
+    if begin < 0 or end < begin:
+        return report
+    return (existing[:begin + len(BEGIN_MARKER)] + "\n" + report.rstrip("\n") + "\n\n"
+            + existing[end:])
+
+
+def render_markdown(result: BenchResult, chart_name: str) -> str:
+    """The report: this run's figures, its machine and versions, and how it measured them."""
+    return "\n".join([
         "# Benchmarks",
         "",
-        f"Generated by `nin bench` on {datetime.now():%Y-%m-%d %H:%M}: {machine_description()}; "
-        f"{versions}.",
+        f"Generated by `nin bench` on {result.finished:%Y-%m-%d %H:%M}: {result.machine}; "
+        f"{_versions_text(result)}.",
         "",
-        "fp32 peak, the best 2048x2048 matrix product of each library: "
-        + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
-        + f". MFU below is against the best, {max(peaks.values()):.0f} GFLOP/s.",
+        f"fp32 peak, the best {GEMM_SIZE}x{GEMM_SIZE} matrix product of each library: "
+        + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in result.peaks.items())
+        + f". MFU below is against the best, {result.peak:.0f} GFLOP/s.",
         "",
-        f"Each figure is the median of {repeats} blocks of {steps} timed steps after "
-        f"{WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* the "
-        "book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` and "
-        "eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
+        f"Each figure is the median of {result.repeats} blocks of {result.steps} timed steps "
+        f"after {WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* "
+        "the book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` "
+        "and eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
         "*train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, with its loader's "
         "share of the time.",
         "",
-        format_table(HEADERS, [_cells(row) for row in rows], markdown=True),
+        format_table(HEADERS, [_cells(row) for row in result.rows], markdown=True),
         "",
-        f"![throughput]({chart.name})",
+        f"![throughput]({chart_name})",
         "",
         "## Ratios measured in the same run",
         "",
         format_table(["framework", "size", "fast / baseline", "real loop / synthetic step",
-                      "inference / training", "busy / quiet machine"], speedups(rows),
+                      "inference / training", "busy / quiet machine"], speedups(result.rows),
                      markdown=True),
         "",
-        *([] if onnx_table is None else [
-            "## onnxruntime against each framework (inference)",
-            "",
-            "Each backend's export of the same NiN on onnxruntime (CPU provider, no "
-            "spin-waiting), timed in turns with the framework on the same batch, so a busy "
-            f"spell slows both alike; medians of {onnx_runs(repeats)} rounds "
-            "(docs/onnx.md).",
-            "",
-            onnx_table,
-            "",
-        ]),
-        "## What each framework runs",
+        *_onnx_section(result),
+        *_noise_section(),
+    ])
+
+
+def _versions_text(result: BenchResult) -> str:
+    return "; ".join(f"{FRAMEWORK_LABELS[name]}: " + ", ".join(
+        f"{key} {value}" for key, value in result.versions[name].items())
+        for name in result.backends)
+
+
+def _onnx_section(result: BenchResult) -> list[str]:
+    if result.onnx_table is None:
+        return []
+    return [
+        "## onnxruntime against each framework (inference)",
         "",
-        "All three convolve with oneDNN; `ONEDNN_VERBOSE=1` (`DNNL_VERBOSE=1` for MXNet) shows "
-        "which kernels. Keras: TensorFlow's graph rewrite fuses each convolution with its bias "
-        "and ReLU into one `brgconv:avx512_core` call. PyTorch (channels-last): the same "
-        "`brg_conv` kernels, with the ReLU as a separate in-place pass, since eager training "
-        "fuses nothing. MXNet 1.9.1 (its last release) bundles oneDNN 2.4, whose f32 "
-        "convolutions run the older direct `jit:avx512_common` kernels, not the brgemm-based "
-        "ones, at about half their rate (at 224 px, batch 64, the 5x5 and 3x3 convolutions "
-        "ran at 250-275 GFLOP/s in MXNet and 490-570 in PyTorch on this project's 2-core "
-        "AMD EPYC); no MXNet setting changes that, and it caps MXNet's MFU and its fast path's "
-        "gain. Two traps, fixed here and tested. Importing MXNet sets the OpenMP thread count "
-        "of the main thread to 1, and PyTorch reads its own from there, so PyTorch in the "
-        "same process as MXNet trained on one core (1.7x slower at 224 px); `nin_torch` sets "
-        "its threads before every step (`OMP_NUM_THREADS`, else one per usable core). And "
-        "PyTorch takes CPU tensors straight from malloc, whose glibc default maps every "
-        "block over 32 MiB afresh and unmaps it when freed, so each step at 224 px "
-        "page-faulted its activations in again (1.4x slower); PyTorch's fast path has malloc "
-        "keep freed memory for the next step (`common.backends.reuse_freed_memory`). MXNet "
-        "and TensorFlow pool their own memory.",
+        "Each backend's export of the same NiN on onnxruntime (CPU provider, no "
+        "spin-waiting), timed in turns with the framework on the same batch, so a busy "
+        f"spell slows both alike; medians of {onnx_runs(result.repeats)} rounds "
+        "(docs/onnx.md).",
         "",
+        result.onnx_table,
+        "",
+    ]
+
+
+def _noise_section() -> list[str]:
+    """How to read the figures: true of every run, on every machine."""
+    return [
         "## Noise",
         "",
-        "The machine is a shared 2-core VM: absolute figures move from run to run and machine "
-        "to machine, so compare ratios measured in one run (the table above), never absolute "
-        "times across runs. *busy / quiet* is the same measurement with another process "
-        "keeping both cores busy (`--busy`): what a shared machine does to each framework. "
-        "The peak is a measured matrix product, not a datasheet figure: a convolution that "
-        "reuses its cache better can beat it, which shows as an MFU above 1.",
+        "Absolute figures move from run to run and machine to machine, so compare ratios "
+        "measured in one run (the table above), never absolute times across runs. "
+        "*busy / quiet* is the same measurement with another process keeping every core busy "
+        "(`--busy`): what a shared machine does to each framework. The peak is a measured "
+        "matrix product, not a datasheet figure: a convolution that reuses its cache better "
+        "can beat it, which shows as an MFU above 1.",
         "",
-    ])
-    path.write_text(text)
-    return path
+    ]

@@ -14,6 +14,8 @@ It is written into a hidden temporary folder, each file fsynced, then renamed in
 one atomic ``os.replace``; only then are older checkpoints removed. A process killed at any
 moment therefore leaves the previous checkpoint or the new one complete, never neither, and a
 failed write (a full disk) leaves the previous one untouched.
+
+Tools layer.
 """
 
 from __future__ import annotations

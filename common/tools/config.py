@@ -3,6 +3,8 @@
 A :class:`RunConfig` is the model, the :class:`~common.training.Recipe`, the budget (epochs,
 batch, input size, how many images) and the seed: the same for every backend of a comparison
 or sweep, recorded in every run folder and checkpoint.
+
+Tools layer.
 """
 
 from __future__ import annotations

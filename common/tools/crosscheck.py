@@ -1,4 +1,7 @@
-"""Each backend's layer shapes and parameter counts beside :mod:`common.shapes`' arithmetic."""
+"""Each backend's layer shapes and parameter counts beside :mod:`common.shapes`' arithmetic.
+
+Tools layer.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,8 @@ several seeds with the sweep machinery (:mod:`common.tools.sweep`) and writes a 
 a table and a PNG; ``nin exercise questions`` measures the readers' questions (the NaN
 blow-up, the 2.303 plateau, AlexNet's 6,400); ``nin exercise all --doc docs/exercises.md``
 does everything and assembles the document.
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -52,72 +54,92 @@ def _spec_variant(label: str, base: RunConfig, **options) -> Variant:
 
 
 def catalogue(base: RunConfig = BUDGET) -> dict[str, Exercise]:
+    """Every exercise `nin exercise` answers, by key, with `base` as its default variant."""
+    return {key: make(base) for key, make in EXERCISES.items()}
+
+
+def _exercise_1(base: RunConfig) -> Exercise:
     recipe = base.recipe
-    return {
-        "1": Exercise(
-            "1", "Exercise 1: tune the hyperparameters",
-            "Tune the hyperparameters to improve the classification accuracy.",
-            (Variant("default", base),
-             Variant("lr=0.001", replace(base, recipe=replace(recipe, lr=1e-3))),
-             Variant("lr=0.004", replace(base, recipe=replace(recipe, lr=4e-3))),
-             Variant("batch=64", replace(base, batch_size=64)),
-             Variant("batch=256", replace(base, batch_size=256)),
-             Variant("epochs=2", replace(base, epochs=2))),
-            "One factor at a time around the default. A smaller batch takes more (noisier) "
-            "steps for the same images; a larger one fewer. The learning rate trades speed "
-            "against stability, and more epochs buy accuracy with time: the long recipe "
-            "(docs/training.md) takes that road to about 0.93."),
-        "2": Exercise(
-            "2", "Exercise 2: why two 1x1 convolutions per block?",
-            "Why are there two 1x1 convolutional layers per NiN block? Increase their number "
-            "to three. Reduce their number to one. What changes?",
-            (_spec_variant("num_1x1=2", base, num_1x1=2),
-             _spec_variant("num_1x1=3", base, num_1x1=3),
-             _spec_variant("num_1x1=1", base, num_1x1=1),
-             _spec_variant("num_1x1=0", base, num_1x1=0)),
-            "The 1x1 convolutions are the block's per-pixel multilayer perceptron (the "
-            "paper's 'mlpconv'): after the spatial convolution they mix channels "
-            "non-linearly at every position. With none, a NiN block is one convolution and "
-            "NiN a plain (shallow) CNN with a global-average-pooling head."),
-        "4": Exercise(
-            "4", "Exercise 4: squeezing 384 channels to 10 in one step",
-            "What are the problems with reducing the 384 x 5 x 5 representation to a "
-            "10 x 5 x 5 representation in one step?",
-            (_spec_variant("book-head", base, final_relu=True),
-             _spec_variant("linear-head", base, final_relu=False),
-             _spec_variant("gradual-head", base, final_relu=True, head_width=96),
-             _spec_variant("gradual-linear-head", base, final_relu=False, head_width=96)),
-            "In one step, the last block is three ReLU convolutions of only 10 channels: each "
-            "class has a single map, and a map that is <= 0 on every image passes no "
-            "gradient through its ReLU; unless the layers below lift it again, that class is "
-            "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes "
-            "in two steps, through a block of 96 channels: more parameters and three more "
-            "ReLU layers for the gradient to cross, and its last ReLU can still kill a "
-            "class. Dropping the ReLU on the class maps (the linear head) removes the "
-            "failure itself."),
-        "5": Exercise(
-            "5", "Exercise 5: a family of NiN-like networks",
-            "Design a family of NiN-like networks, as VGG-11, VGG-16 and VGG-19 do.",
-            tuple(Variant(name, replace(base, model=name,
-                                        spec_options={"final_relu": False}))
-                  for name in ("nin-s", "nin-m", "nin-l")),
-            "NiN-S, NiN-M (the book's) and NiN-L grow width and depth together, as VGG's "
-            "family grows depth: feature blocks of (64, 192, 256), (96, 256, 384) and "
-            "(128, 384, 512) channels with 1, 2 and 3 1x1 convolutions per block. They are "
-            "specs in common/spec.py (`nin params --model nin-l`)."),
-        "dropout": Exercise(
-            "dropout", "Readers' question: why does Dropout sit where it does?",
-            "Why is there a Dropout layer before the classifier block, and what does it do?",
-            (_spec_variant("dropout=0.5", base, dropout=0.5),
-             _spec_variant("dropout=0", base, dropout=0.0)),
-            "NiN has no fully connected layers for dropout to regularise; the paper puts it "
-            "between the mlpconv layers. The book keeps one, on the 384 x 5 x 5 features "
-            "before the classifier block, where it forces the class maps not to rely on any "
-            "single feature channel. What it is worth depends on the run's length: in the "
-            "long recipe (docs/training.md) the training accuracy, dropout on, ends 0.015 "
-            "above the test accuracy, and a rate of 0.3 instead of 0.5 moved the result by "
-            "less than the seeds do."),
-    }
+    return Exercise(
+        "1", "Exercise 1: tune the hyperparameters",
+        "Tune the hyperparameters to improve the classification accuracy.",
+        (Variant("default", base),
+         Variant("lr=0.001", replace(base, recipe=replace(recipe, lr=1e-3))),
+         Variant("lr=0.004", replace(base, recipe=replace(recipe, lr=4e-3))),
+         Variant("batch=64", replace(base, batch_size=64)),
+         Variant("batch=256", replace(base, batch_size=256)),
+         Variant("epochs=2", replace(base, epochs=2))),
+        "One factor at a time around the default. A smaller batch takes more (noisier) "
+        "steps for the same images; a larger one fewer. The learning rate trades speed "
+        "against stability, and more epochs buy accuracy with time: the long recipe "
+        "(docs/training.md) takes that road to about 0.93.")
+
+
+def _exercise_2(base: RunConfig) -> Exercise:
+    return Exercise(
+        "2", "Exercise 2: why two 1x1 convolutions per block?",
+        "Why are there two 1x1 convolutional layers per NiN block? Increase their number "
+        "to three. Reduce their number to one. What changes?",
+        (_spec_variant("num_1x1=2", base, num_1x1=2),
+         _spec_variant("num_1x1=3", base, num_1x1=3),
+         _spec_variant("num_1x1=1", base, num_1x1=1),
+         _spec_variant("num_1x1=0", base, num_1x1=0)),
+        "The 1x1 convolutions are the block's per-pixel multilayer perceptron (the "
+        "paper's 'mlpconv'): after the spatial convolution they mix channels "
+        "non-linearly at every position. With none, a NiN block is one convolution and "
+        "NiN a plain (shallow) CNN with a global-average-pooling head.")
+
+
+def _exercise_4(base: RunConfig) -> Exercise:
+    return Exercise(
+        "4", "Exercise 4: squeezing 384 channels to 10 in one step",
+        "What are the problems with reducing the 384 x 5 x 5 representation to a "
+        "10 x 5 x 5 representation in one step?",
+        (_spec_variant("book-head", base, final_relu=True),
+         _spec_variant("linear-head", base, final_relu=False),
+         _spec_variant("gradual-head", base, final_relu=True, head_width=96),
+         _spec_variant("gradual-linear-head", base, final_relu=False, head_width=96)),
+        "In one step, the last block is three ReLU convolutions of only 10 channels: each "
+        "class has a single map, and a map that is <= 0 on every image passes no "
+        "gradient through its ReLU; unless the layers below lift it again, that class is "
+        "never predicted (a 'dead' class). The gradual head (384 -> 96 -> 10) squeezes "
+        "in two steps, through a block of 96 channels: more parameters and three more "
+        "ReLU layers for the gradient to cross, and its last ReLU can still kill a "
+        "class. Dropping the ReLU on the class maps (the linear head) removes the "
+        "failure itself.")
+
+
+def _exercise_5(base: RunConfig) -> Exercise:
+    return Exercise(
+        "5", "Exercise 5: a family of NiN-like networks",
+        "Design a family of NiN-like networks, as VGG-11, VGG-16 and VGG-19 do.",
+        tuple(Variant(name, replace(base, model=name,
+                                    spec_options={"final_relu": False}))
+              for name in ("nin-s", "nin-m", "nin-l")),
+        "NiN-S, NiN-M (the book's) and NiN-L grow width and depth together, as VGG's "
+        "family grows depth: feature blocks of (64, 192, 256), (96, 256, 384) and "
+        "(128, 384, 512) channels with 1, 2 and 3 1x1 convolutions per block. They are "
+        "specs in common/spec.py (`nin params --model nin-l`).")
+
+
+def _exercise_dropout(base: RunConfig) -> Exercise:
+    return Exercise(
+        "dropout", "Readers' question: why does Dropout sit where it does?",
+        "Why is there a Dropout layer before the classifier block, and what does it do?",
+        (_spec_variant("dropout=0.5", base, dropout=0.5),
+         _spec_variant("dropout=0", base, dropout=0.0)),
+        "NiN has no fully connected layers for dropout to regularise; the paper puts it "
+        "between the mlpconv layers. The book keeps one, on the 384 x 5 x 5 features "
+        "before the classifier block, where it forces the class maps not to rely on any "
+        "single feature channel. What it is worth depends on the run's length: in the "
+        "long recipe (docs/training.md) the training accuracy, dropout on, ends 0.015 "
+        "above the test accuracy, and a rate of 0.3 instead of 0.5 moved the result by "
+        "less than the seeds do.")
+
+
+# Each exercise from its base configuration, in the order of the document.
+EXERCISES = {"1": _exercise_1, "2": _exercise_2, "4": _exercise_4, "5": _exercise_5,
+             "dropout": _exercise_dropout}
 
 
 def variants_for(exercise: Exercise, smoke: bool) -> list[Variant]:
@@ -139,59 +161,72 @@ def run_exercise(exercise: Exercise, out: Path, backends: list[str], seeds: list
 
 def write_section(exercise: Exercise, variants: list[Variant], folder: Path,
                   backends: list[str], seeds: list[int]) -> Path:
+    """The exercise's section (Markdown) and chart, from the finished runs in `folder`."""
     from .plots import plot_sweep
 
     found = collect(folder, variants, backends, seeds)
     stats = {key: cell_stats(summaries) for key, summaries in found.items() if summaries}
-    base = variants[0].config
-    rows, pooled = [], {}
-    for variant in variants:
-        spec = variant.config.spec()
-        cells = [stats.get((variant.label, name)) for name in backends]
-        accuracies = np.concatenate([cell.accuracies for cell in cells if cell is not None] or
-                                    [np.zeros(0)])
-        pooled[variant.label] = [cell.accuracies if cell is not None else None for cell in cells]
-        never = sum(sum(count > 0 for count in cell.never_predicted) for cell in cells if cell)
-        rates = [np.median([summary["final"]["examples_per_second"]
-                            for summary in found[(variant.label, name)]])
-                 if found[(variant.label, name)] else float("nan") for name in backends]
-        rows.append([variant.label, shapes.count_params(spec),
-                     f"{resources(spec, variant.config.size, 1).flops / 1e9:.3f}",
-                     *[cell.mean_text() if cell else "-" for cell in cells],
-                     accuracy_text(accuracies.mean()) if accuracies.size else "-",
-                     accuracy_text(accuracies.min()) if accuracies.size else "-",
-                     f"{never}/{accuracies.size}",
-                     " / ".join("-" if math.isnan(rate) else f"{rate:.0f}" for rate in rates)])
     chart = folder / f"{exercise.section_name()}.png"
     plot_sweep({key: cell.accuracies for key, cell in stats.items()},
                [variant.label for variant in variants], backends, chart,
                title=exercise.title.split(": ", 1)[-1])
-    lines = [
+    text = render_section(exercise, variants, backends, seeds, found, stats, chart.name)
+    path = folder / f"{exercise.section_name()}.md"
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+    return path
+
+
+def render_section(exercise: Exercise, variants: list[Variant], backends: list[str],
+                   seeds: list[int], found: dict, stats: dict, chart_name: str) -> str:
+    """The section: the question, the measured table and chart, the comparison, and why.
+    `found` and `stats` are :func:`common.tools.sweep.collect`'s summaries and their
+    :func:`common.tools.sweep.cell_stats`."""
+    pooled = {variant.label: [stats[(variant.label, name)].accuracies
+                              if (variant.label, name) in stats else None for name in backends]
+              for variant in variants}
+    return "\n".join([
         f"## {exercise.title}",
         "",
         f"> {exercise.question}",
         "",
         f"Each variant trained in {', '.join(FRAMEWORK_LABELS[name] for name in backends)} "
         f"with seed{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}: "
-        f"{base.describe(seed=False)} (unless the "
+        f"{variants[0].config.describe(seed=False)} (unless the "
         "variant says otherwise).",
         "",
         format_table(["variant", "parameters", "GFLOPs / image",
                       *[name + (" (mean ± std)" if len(seeds) > 1 else "") for name in backends],
                       "all runs", "worst run",
                       "runs with a class never predicted", "train img/s (" + " / ".join(backends)
-                      + ")"], rows, markdown=True),
+                      + ")"], [_variant_row(variant, backends, found, stats)
+                               for variant in variants], markdown=True),
         "",
-        f"![{exercise.key}]({chart.name})",
+        f"![{exercise.key}]({chart_name})",
         "",
         "**What the numbers say.** " + _comparison(variants, pooled),
         "",
         f"**Why.** {exercise.why}",
         "",
-    ]
-    path = folder / f"{exercise.section_name()}.md"
-    atomic_write(path, lambda temporary: temporary.write_text("\n".join(lines)))
-    return path
+    ])
+
+
+def _variant_row(variant: Variant, backends: list[str], found: dict, stats: dict) -> list:
+    """A variant's size and cost, and its test accuracy and speed in every backend."""
+    spec = variant.config.spec()
+    cells = [stats.get((variant.label, name)) for name in backends]
+    accuracies = np.concatenate([cell.accuracies for cell in cells if cell is not None] or
+                                [np.zeros(0)])
+    never = sum(sum(count > 0 for count in cell.never_predicted) for cell in cells if cell)
+    rates = [np.median([summary["final"]["examples_per_second"]
+                        for summary in found[(variant.label, name)]])
+             if found[(variant.label, name)] else float("nan") for name in backends]
+    return [variant.label, shapes.count_params(spec),
+            f"{resources(spec, variant.config.size, 1).flops / 1e9:.3f}",
+            *[cell.mean_text() if cell else "-" for cell in cells],
+            accuracy_text(accuracies.mean()) if accuracies.size else "-",
+            accuracy_text(accuracies.min()) if accuracies.size else "-",
+            f"{never}/{accuracies.size}",
+            " / ".join("-" if math.isnan(rate) else f"{rate:.0f}" for rate in rates)]
 
 
 def _comparison(variants: list[Variant], pooled: dict[str, list]) -> str:
@@ -335,19 +370,32 @@ def alexnet_arithmetic() -> list[str]:
 
 def write_questions(out: Path, backends: list[str], seeds: list[int], *,
                     smoke: bool = False) -> Path:
+    """Measure the readers' questions and write their section (and its chart) in
+    `out`/questions."""
     from .plots import plot_plateau
 
     folder = Path(out) / "questions"
     folder.mkdir(parents=True, exist_ok=True)
     plateau = measure_plateau(backends, seeds, smoke=smoke)
     chart = plot_plateau(plateau, folder / "plateau.png")
-    rows = []
-    for (recipe_label, name, seed), curve in plateau.items():
-        rows.append([recipe_label, name, seed, curve[0][1], curve[-1][1],
-                     f"{curve[-1][2]:.3f}"])
     nan = measure_nan(backends, smoke=smoke)
+    text = render_questions(plateau, nan, chart.name)
+    path = folder / "questions.md"
+    atomic_write(path, lambda temporary: temporary.write_text(text))
+    return path
+
+
+def render_questions(plateau: dict, nan: list[list], chart_name: str) -> str:
+    """The readers' questions' section from :func:`measure_plateau` and :func:`measure_nan`."""
+    return "\n".join([*_plateau_section(plateau, chart_name), *_nan_section(nan),
+                      *_alexnet_section(), *_pooling_section()])
+
+
+def _plateau_section(plateau: dict, chart_name: str) -> list[str]:
+    rows = [[recipe_label, name, seed, curve[0][1], curve[-1][1], f"{curve[-1][2]:.3f}"]
+            for (recipe_label, name, seed), curve in plateau.items()]
     last_step = next(iter(plateau.values()))[-1][0]
-    lines = [
+    return [
         "## Readers' question: why does training sometimes stay at 2.303?",
         "",
         "A loss of ln(10) = 2.303 is what a network that gives every class the same logit "
@@ -359,7 +407,7 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
         f"{PROBE_IMAGES} test images) over the first {PLATEAU_STEPS} steps, book's "
         "head, per backend and seed:",
         "",
-        f"![live class maps and loss over the first steps]({chart.name})",
+        f"![live class maps and loss over the first steps]({chart_name})",
         "",
         format_table(["recipe", "backend", "seed", "live class maps at step 0",
                       f"live at step {last_step}",
@@ -374,6 +422,11 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
         "`--linear-head`, the presets' default) cannot lose a class this way: every class "
         "map gets a gradient on every image.",
         "",
+    ]
+
+
+def _nan_section(nan: list[list]) -> list[str]:
+    return [
         "## Readers' question: why does it blow up to NaN?",
         "",
         f"The first {NAN_STEPS} steps (batch {BUDGET.batch_size}, seed 0, linear head, "
@@ -390,11 +443,21 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
         "",
         format_table(["framework", "recipe", "what happened"], nan, markdown=True),
         "",
+    ]
+
+
+def _alexnet_section() -> list[str]:
+    return [
         "## Readers' question: why does AlexNet's Flatten have 6,400 inputs, and what does "
         "padding=1 do?",
         "",
         *alexnet_arithmetic(),
         "",
+    ]
+
+
+def _pooling_section() -> list[str]:
+    return [
         "## Readers' question: why is pooling outside the NiN block?",
         "",
         "So that a block is only convolutions (one spatial convolution and its 1x1 "
@@ -404,9 +467,6 @@ def write_questions(out: Path, backends: list[str], seeds: list[int], *,
         "`GlobalAvgPool`.",
         "",
     ]
-    path = folder / "questions.md"
-    atomic_write(path, lambda temporary: temporary.write_text("\n".join(lines)))
-    return path
 
 
 def assemble(sections: list[Path], doc: Path) -> Path:

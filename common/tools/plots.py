@@ -1,4 +1,7 @@
-"""Matplotlib figures: training curves (one line per backend) and a prediction grid."""
+"""Matplotlib figures: training curves (one line per backend) and a prediction grid.
+
+Tools layer.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +10,15 @@ from typing import Sequence
 
 import numpy as np
 
+from ..backends import BACKENDS
 from ..data import CLASS_NAMES
 from ..training import EpochMetrics, StepMetrics
 
-BACKEND_COLORS = {"torch": "tab:red", "mxnet": "tab:blue", "tf": "tab:orange"}
+
+
+def _color(backend: str) -> str | None:
+    info = BACKENDS.get(backend)
+    return info.color if info else None
 
 
 def _pyplot():
@@ -38,7 +46,7 @@ def plot_curves(runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetri
     plt = _pyplot()
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.6), constrained_layout=True)
     for backend, (points, history) in runs.items():
-        color = BACKEND_COLORS.get(backend)
+        color = _color(backend)
         epochs = [point.epoch for point in points]
         axes[0].plot(epochs, [point.train_loss for point in points], color=color, label=backend)
         axes[1].plot(epochs, [point.train_accuracy for point in points], color=color,
@@ -93,7 +101,7 @@ def plot_sweep(accuracies: dict[tuple[str, str], np.ndarray], variants: Sequence
             if values is None or len(values) == 0:
                 continue
             jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
-            axis.scatter(x + jitter, values, color=BACKEND_COLORS.get(backend), zorder=3, s=22)
+            axis.scatter(x + jitter, values, color=_color(backend), zorder=3, s=22)
             axis.hlines(np.mean(values), x - 0.3, x + 0.3, color="black", zorder=4)
     axis.set_xticks(positions, labels, fontsize=8)
     axis.set_ylabel("test accuracy")
@@ -144,7 +152,7 @@ def plot_plateau(curves: dict[tuple[str, str, int], list[tuple[int, int, float]]
             if label != recipe:
                 continue
             steps, live, loss = zip(*curve)
-            style = dict(color=BACKEND_COLORS.get(backend), alpha=0.75, lw=1.2,
+            style = dict(color=_color(backend), alpha=0.75, lw=1.2,
                          label=f"{backend} seed {seed}")
             axes[0][column].plot(steps, live, **style)
             axes[1][column].plot(steps, loss, **style)

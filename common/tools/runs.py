@@ -5,6 +5,8 @@ and one per epoch, written as it happens), ``checkpoints/`` (the newest complete
 :mod:`common.tools.checkpoint`), and when the run is complete ``curves.png``, ``weights.npz`` (the
 interchange format), the framework's native weights and ``summary.json``. A data-parallel
 run (``nin train --workers N``) also holds ``logs/``, the worker processes' output.
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -89,14 +91,37 @@ def check_writable_parent(path: Path, needed_bytes: int = 0) -> None:
                          f"a run needs about {needed_bytes / 2**20:.0f} MiB")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RunResult:
+    """A finished run: what :func:`train_run` computed, and the folder it wrote it to.
+
+    `summary` is the run's ``summary.json`` (:func:`run_summary`); `net` is None for a run
+    read back from its folder (:func:`load_result`)."""
+
     backend: str
     net: object
     history: list[EpochMetrics]
     points: list[StepMetrics]
     summary: dict
     directory: Path
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """The trained network on every test image it was scored on."""
+
+    accuracy: float
+    per_class: list[float]       # accuracy on each class's images, in CLASS_NAMES order
+    never_predicted: list[str]   # the classes it predicted for no image
+
+
+def score_predictions(predicted: np.ndarray, labels: np.ndarray) -> TestScores:
+    return TestScores(
+        float((predicted == labels).mean()),
+        [float((predicted[labels == label] == label).mean())
+         for label in range(len(CLASS_NAMES))],
+        [CLASS_NAMES[label] for label in range(len(CLASS_NAMES))
+         if not np.any(predicted == label)])
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -149,76 +174,111 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
     """
     backend = load_backend(backend_name)
     train_data, test_data = loaders or config.loaders()
-    spec = config.spec()
     if group is None:
-        net = backend.build_nin(spec, seed=config.seed)
+        net = backend.build_nin(config.spec(), seed=config.seed)
         trainer = backend.Trainer(net, config.recipe, seed=config.seed)
     else:
-        net, trainer = group.build(spec, config.recipe, config.seed)
-    out.mkdir(parents=True, exist_ok=True)
+        net, trainer = group.build(config.spec(), config.recipe, config.seed)
+    state = _open_run_folder(out, backend_name, config, backend, net, trainer, resume, log)
     metrics_path = out / METRICS
-    state = None
-    if resume is not None:
-        backend.set_weights(net, resume.weights)
-        trainer.load_optimizer_state(resume.optimizer)
-        state = resume.state
-        _rewrite_metrics(metrics_path, state)
-        log(f"  {backend_name:6} resuming from the {resume.describe()}")
-    else:
-        metrics_path.write_text("")
-    _write_json(out / CONFIG, {"backend": backend_name, "config": config.to_dict()})
-
-    def append(record: dict) -> None:
-        with open(metrics_path, "a") as file:
-            file.write(json.dumps(record) + "\n")
 
     def on_epoch(metrics: EpochMetrics) -> None:
-        append(metrics.to_dict())
-        log(f"  {backend_name:6} epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
-            f"train acc {metrics.train_accuracy:.4f}, test acc {metrics.test_accuracy:.4f}, "
-            f"{metrics.examples_per_second:.0f} examples/s")
+        _append_record(metrics_path, metrics.to_dict())
+        log(epoch_line(backend_name, metrics))
 
     start = time.perf_counter()
     history = trainer.fit(
         train_data, test_data, epochs=config.epochs, progress=progress, state=state,
         checkpoint=lambda current: save_checkpoint(out, backend, trainer, config, current),
         checkpoint_every=checkpoint_every, stop_requested=stop_requested,
-        on_point=lambda point: append(point.to_dict()), on_epoch=on_epoch)
-    seconds = time.perf_counter() - start
-    final_state = trainer.state
+        on_point=lambda point: _append_record(metrics_path, point.to_dict()), on_epoch=on_epoch)
+    seconds = time.perf_counter() - start + (resume.state.epoch_seconds if resume else 0.0)
+    points = trainer.state.points
+    scores = score_predictions(*_final_predictions(trainer, test_data))
+    result = _finish_run_folder(out, backend_name, config, backend, net, trainer.device,
+                                history, points, scores, seconds, resumed=resume is not None,
+                                workers=group.size if group else 1)
+    if not keep_checkpoint:
+        shutil.rmtree(out / DIRECTORY, ignore_errors=True)
+    return result
+
+
+def _open_run_folder(out: Path, backend_name: str, config: RunConfig, backend, net, trainer,
+                     resume: Checkpoint | None, log) -> TrainingState | None:
+    """Create `out` with its config.json and metrics.jsonl (cut back to `resume`'s state, whose
+    weights and optimizer state `net` and `trainer` take); the state to continue from."""
+    out.mkdir(parents=True, exist_ok=True)
+    state = None
+    if resume is not None:
+        backend.set_weights(net, resume.weights)
+        trainer.load_optimizer_state(resume.optimizer)
+        state = resume.state
+        _rewrite_metrics(out / METRICS, state)
+        log(f"  {backend_name:6} resuming from the {resume.describe()}")
+    else:
+        (out / METRICS).write_text("")
+    _write_json(out / CONFIG, {"backend": backend_name, "config": config.to_dict()})
+    return state
+
+
+def _append_record(path: Path, record: dict) -> None:
+    with open(path, "a") as file:
+        file.write(json.dumps(record) + "\n")
+
+
+def epoch_line(backend_name: str, metrics: EpochMetrics) -> str:
+    """The log line of a finished epoch."""
+    return (f"  {backend_name:6} epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
+            f"train acc {metrics.train_accuracy:.4f}, test acc {metrics.test_accuracy:.4f}, "
+            f"{metrics.examples_per_second:.0f} examples/s")
+
+
+def _final_predictions(trainer, test_data: DataLoader) -> tuple[np.ndarray, np.ndarray]:
+    """(predicted, true) classes of the test images after the last epoch."""
     if trainer.test_predictions is not None:
-        predicted, labels = trainer.test_predictions, test_data.labels
-    else:  # resumed after the last epoch's checkpoint: nothing was scored in this process
-        predicted, labels = predict_classes(trainer.predict, test_data.epoch())
-    per_class = [float((predicted[labels == label] == label).mean())
-                 for label in range(len(CLASS_NAMES))]
+        return trainer.test_predictions, test_data.labels
+    # resumed after the last epoch's checkpoint: nothing was scored in this process
+    return predict_classes(trainer.predict, test_data.epoch())
+
+
+def _finish_run_folder(out: Path, backend_name: str, config: RunConfig, backend, net,
+                       device: str, history: list[EpochMetrics], points: list[StepMetrics],
+                       scores: TestScores, seconds: float, *, resumed: bool,
+                       workers: int) -> RunResult:
+    """Write a trained run's weights, curves and summary.json into `out`; its result."""
     backend.export_weights(net, out / "weights.npz",
                            input={"size": config.size, "standardize": config.recipe.standardize})
     native = backend.save_native(net, out / f"model{backend.NATIVE_SUFFIX}")
-    plots.plot_curves({backend_name: (final_state.points, history)}, out / "curves.png",
-                      title=f"{spec.describe()} in {FRAMEWORK_LABELS[backend_name]}")
-    summary = {
+    plots.plot_curves({backend_name: (points, history)}, out / "curves.png",
+                      title=f"{config.spec().describe()} in {FRAMEWORK_LABELS[backend_name]}")
+    summary = run_summary(backend_name, config, device=device, workers=workers,
+                          history=history, scores=scores, train_seconds=seconds,
+                          resumed=resumed, native_weights=native.name)
+    _write_json(out / SUMMARY, summary)
+    return RunResult(backend_name, net, history, points, summary, out)
+
+
+def run_summary(backend_name: str, config: RunConfig, *, device: str, workers: int,
+                history: list[EpochMetrics], scores: TestScores, train_seconds: float,
+                resumed: bool, native_weights: str) -> dict:
+    """A run's summary.json: what it trained, where, and how it scored on the test images."""
+    return {
         "backend": backend_name,
         "framework": FRAMEWORK_LABELS[backend_name],
         "versions": framework_versions(backend_name),
-        "device": trainer.device,
-        "workers": group.size if group else 1,
+        "device": device,
+        "workers": workers,
         "machine": machine_description(),
         "config": config.to_dict(),
-        "spec": spec.to_dict(),
+        "spec": config.spec().to_dict(),
         "final": history[-1].to_dict(),
-        "test_accuracy": float((predicted == labels).mean()),
-        "per_class_accuracy": per_class,
-        "classes_never_predicted": [CLASS_NAMES[label] for label in range(len(CLASS_NAMES))
-                                    if not np.any(predicted == label)],
-        "train_seconds": seconds + (resume.state.epoch_seconds if resume else 0.0),
-        "resumed": resume is not None,
-        "native_weights": native.name,
+        "test_accuracy": scores.accuracy,
+        "per_class_accuracy": scores.per_class,
+        "classes_never_predicted": scores.never_predicted,
+        "train_seconds": train_seconds,
+        "resumed": resumed,
+        "native_weights": native_weights,
     }
-    _write_json(out / SUMMARY, summary)
-    if not keep_checkpoint:
-        shutil.rmtree(out / DIRECTORY, ignore_errors=True)
-    return RunResult(backend_name, net, history, final_state.points, summary, out)
 
 
 def load_run(run_dir: Path) -> tuple[str, RunConfig]:

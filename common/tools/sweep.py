@@ -5,6 +5,8 @@ The folder holds ``sweep.json`` (what was asked, written first), one run folder 
 ``<variant>/<backend>/seed-<k>``, ``report.md``, ``accuracy.png`` and ``summary.json``. Run
 the same command again and finished runs are kept and an interrupted one continues from its
 checkpoint.
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -211,29 +213,124 @@ def collect(out: Path, variants: list[Variant], backends: list[str],
     return found
 
 
+@dataclass(frozen=True)
+class PairedDifference:
+    """Mean test-accuracy difference `first` − `second` over paired seeds, within `within`
+    (a variant, when two frameworks are compared; a backend, when two variants are)."""
+
+    within: str
+    first: str
+    second: str
+    mean: float
+    low: float      # the 95% bootstrap interval; nan with one seed
+    high: float
+    spread: float   # the two cells' mean standard deviation over seeds
+
+    def interval_text(self) -> str:
+        return f"{self.low:+.4f} to {self.high:+.4f}" if not np.isnan(self.low) else "-"
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """What the finished runs of a sweep folder measured, and where."""
+
+    variants: list[Variant]
+    backends: list[str]
+    seeds: list[int]
+    stats: dict[tuple[str, str], CellStats]   # {(variant, backend): its finished runs}
+    framework_differences: list[PairedDifference]  # each pair of backends, per variant
+    variant_differences: list[PairedDifference]    # the first variant against each other
+    machine: str
+    versions: dict[str, dict[str, str]]       # per backend, framework_versions
+    finished: datetime
+
+
 def write_report(out: Path, variants: list[Variant], backends: list[str], seeds: list[int],
                  *, title: str = "Seed sweep") -> Path:
-    from . import plots
+    """report.md, accuracy.png and summary.json of the finished runs in `out`; the report."""
+    return write_sweep(read_sweep(out, variants, backends, seeds), out, title=title)
 
+
+def read_sweep(out: Path, variants: list[Variant], backends: list[str],
+               seeds: list[int]) -> SweepResult:
+    """The statistics of the finished runs in `out`."""
     found = collect(out, variants, backends, seeds)
     stats = {key: cell_stats(summaries) for key, summaries in found.items() if summaries}
+    frameworks = [_difference(stats, variant.label, (variant.label, first),
+                              (variant.label, second), first, second)
+                  for variant in variants
+                  for index, first in enumerate(backends) for second in backends[index + 1:]]
+    others = [_difference(stats, backend, (variants[0].label, backend), (other.label, backend),
+                          variants[0].label, other.label)
+              for other in variants[1:] for backend in backends]
+    return SweepResult(list(variants), list(backends), list(seeds), stats,
+                       [item for item in frameworks if item], [item for item in others if item],
+                       machine_description(), {name: framework_versions(name)
+                                               for name in backends}, datetime.now())
+
+
+def _difference(stats: dict, within: str, first_key: tuple, second_key: tuple, first: str,
+                second: str) -> PairedDifference | None:
+    """`first` − `second`, or None unless both cells have runs for the same seeds."""
+    a, b = stats.get(first_key), stats.get(second_key)
+    if a is None or b is None or len(a.accuracies) != len(b.accuracies):
+        return None
+    mean, low, high = paired_difference(a.accuracies, b.accuracies)
+    return PairedDifference(within, first, second, mean, low, high,
+                            float(np.mean([a.std, b.std])))
+
+
+def write_sweep(result: SweepResult, out: Path, *, title: str = "Seed sweep") -> Path:
+    """The sweep's report.md, accuracy.png and summary.json in `out`; the report's path."""
+    from . import plots
+
+    plots.plot_sweep({key: cell.accuracies for key, cell in result.stats.items()},
+                     [variant.label for variant in result.variants], result.backends,
+                     out / "accuracy.png")
+    report = render_markdown(result, title=title)
+    atomic_write(out / "report.md", lambda temporary: temporary.write_text(report))
+    summary = json.dumps(render_summary(result), indent=2) + "\n"
+    atomic_write(out / "summary.json", lambda temporary: temporary.write_text(summary))
+    return out / "report.md"
+
+
+def render_summary(result: SweepResult) -> dict:
+    """summary.json: each cell's accuracies per seed, their mean and spread."""
+    return {"variants": [variant.label for variant in result.variants],
+            "backends": result.backends, "seeds": result.seeds,
+            "cells": {f"{label}/{backend}": {"accuracies": cell.accuracies.tolist(),
+                                             "mean": cell.mean, "std": cell.std,
+                                             "never_predicted": cell.never_predicted}
+                      for (label, backend), cell in result.stats.items()}}
+
+
+def render_markdown(result: SweepResult, *, title: str = "Seed sweep") -> str:
+    """report.md: what this sweep's runs measured, on this machine, with these versions."""
     lines = [f"# {title}", "",
-             f"{datetime.now():%Y-%m-%d %H:%M}, {machine_description()}; "
+             f"{result.finished:%Y-%m-%d %H:%M}, {result.machine}; "
              + "; ".join(f"{FRAMEWORK_LABELS[name]}: " + ", ".join(
-                 f"{key} {value}" for key, value in framework_versions(name).items())
-                 for name in backends) + ".", ""]
-    for variant in variants:
+                 f"{key} {value}" for key, value in result.versions[name].items())
+                 for name in result.backends) + ".", ""]
+    for variant in result.variants:
         lines += [f"- **{variant.label}**: {variant.config.describe(seed=False)}"]
         sentence = variant.config.head_sentence()
         if sentence:
             lines[-1] += f" {sentence}"
-    lines += ["", f"Seeds {', '.join(map(str, seeds))}. Test accuracy on every test image "
-              "each run was scored on, after the last epoch.", "",
-              "## Test accuracy", ""]
+    lines += ["", f"Seeds {', '.join(map(str, result.seeds))}. Test accuracy on every test "
+              "image each run was scored on, after the last epoch.", ""]
+    lines += _accuracy_section(result)
+    lines += _framework_section(result)
+    if len(result.variants) > 1:
+        lines += _variant_section(result)
+    lines += _per_class_section(result)
+    return "\n".join(lines)
+
+
+def _accuracy_section(result: SweepResult) -> list[str]:
     rows = []
-    for variant in variants:
-        for backend in backends:
-            cell = stats.get((variant.label, backend))
+    for variant in result.variants:
+        for backend in result.backends:
+            cell = result.stats.get((variant.label, backend))
             if cell is None:
                 rows.append([variant.label, FRAMEWORK_LABELS[backend], 0, *["-"] * 7])
                 continue
@@ -243,67 +340,37 @@ def write_report(out: Path, variants: list[Variant], backends: list[str], seeds:
                          " ".join(accuracy_text(value) for value in cell.accuracies),
                          sum(count > 0 for count in cell.never_predicted),
                          max(cell.never_predicted), f"{np.median(cell.seconds):.0f}"])
-    lines += [format_table(["variant", "framework", "runs", "mean ± std", "min", "max",
-                            "per seed", "runs with a class never predicted",
-                            "most classes never predicted", "median seconds"], rows,
-                           markdown=True), "", "![test accuracy per seed](accuracy.png)", ""]
-
-    lines += ["## Is the difference between two frameworks larger than the spread across seeds?",
-              "", "Mean paired difference in test accuracy and its 95% bootstrap interval over "
-              "seeds (paired: a seed is the same initial weights and the same data order in "
-              "every framework, so only the dropout masks and float rounding differ).", ""]
-    rows = []
-    for variant in variants:
-        for index, first in enumerate(backends):
-            for second in backends[index + 1:]:
-                a, b = stats.get((variant.label, first)), stats.get((variant.label, second))
-                if a is None or b is None or len(a.accuracies) != len(b.accuracies):
-                    continue
-                mean, low, high = paired_difference(a.accuracies, b.accuracies)
-                spread = float(np.mean([a.std, b.std]))
-                rows.append([variant.label, f"{first} − {second}", f"{mean:+.4f}",
-                             f"{low:+.4f} to {high:+.4f}" if not np.isnan(low) else "-",
-                             verdict(mean, low, high, spread)])
-    lines += [format_table(["variant", "difference", "mean", "95% interval", "larger than the "
-                            "seed spread?"], rows, markdown=True), ""]
-    if len(variants) > 1:
-        lines += _variant_comparison(variants, backends, stats)
-
-    lines += ["## Accuracy per class (mean over seeds)", ""]
-    rows = []
-    for (label, backend), cell in stats.items():
-        rows.append([label, backend,
-                     *(accuracy_text(value) for value in cell.per_class.mean(axis=0))])
-    lines += [format_table(["variant", "backend", *CLASS_NAMES], rows, markdown=True), ""]
-
-    plots.plot_sweep({key: cell.accuracies for key, cell in stats.items()},
-                     [variant.label for variant in variants], backends, out / "accuracy.png")
-    report = "\n".join(lines)
-    atomic_write(out / "report.md", lambda temporary: temporary.write_text(report))
-    summary = {"variants": [variant.label for variant in variants], "backends": backends,
-               "seeds": seeds,
-               "cells": {f"{label}/{backend}": {"accuracies": cell.accuracies.tolist(),
-                                                "mean": cell.mean, "std": cell.std,
-                                                "never_predicted": cell.never_predicted}
-                         for (label, backend), cell in stats.items()}}
-    atomic_write(out / "summary.json",
-                 lambda temporary: temporary.write_text(json.dumps(summary, indent=2) + "\n"))
-    return out / "report.md"
+    return ["## Test accuracy", "",
+            format_table(["variant", "framework", "runs", "mean ± std", "min", "max",
+                          "per seed", "runs with a class never predicted",
+                          "most classes never predicted", "median seconds"], rows,
+                         markdown=True), "", "![test accuracy per seed](accuracy.png)", ""]
 
 
-def _variant_comparison(variants, backends, stats) -> list[str]:
-    first = variants[0]
-    lines = [f"## {first.label} against the other variants", "",
-             "Paired by seed (the same seed gives the same initial weights and data order in "
-             "every variant with the same parameters).", ""]
-    rows = []
-    for other in variants[1:]:
-        for backend in backends:
-            a, b = stats.get((first.label, backend)), stats.get((other.label, backend))
-            if a is None or b is None or len(a.accuracies) != len(b.accuracies):
-                continue
-            mean, low, high = paired_difference(a.accuracies, b.accuracies)
-            rows.append([f"{first.label} − {other.label}", backend, f"{mean:+.4f}",
-                         f"{low:+.4f} to {high:+.4f}" if not np.isnan(low) else "-"])
-    return lines + [format_table(["difference", "backend", "mean", "95% interval"], rows,
-                                 markdown=True), ""]
+def _framework_section(result: SweepResult) -> list[str]:
+    rows = [[item.within, f"{item.first} − {item.second}", f"{item.mean:+.4f}",
+             item.interval_text(), verdict(item.mean, item.low, item.high, item.spread)]
+            for item in result.framework_differences]
+    return ["## Is the difference between two frameworks larger than the spread across seeds?",
+            "", "Mean paired difference in test accuracy and its 95% bootstrap interval over "
+            "seeds (paired: a seed is the same initial weights and the same data order in "
+            "every framework, so only the dropout masks and float rounding differ).", "",
+            format_table(["variant", "difference", "mean", "95% interval", "larger than the "
+                          "seed spread?"], rows, markdown=True), ""]
+
+
+def _variant_section(result: SweepResult) -> list[str]:
+    rows = [[f"{item.first} − {item.second}", item.within, f"{item.mean:+.4f}",
+             item.interval_text()] for item in result.variant_differences]
+    return [f"## {result.variants[0].label} against the other variants", "",
+            "Paired by seed (the same seed gives the same initial weights and data order in "
+            "every variant with the same parameters).", "",
+            format_table(["difference", "backend", "mean", "95% interval"], rows,
+                         markdown=True), ""]
+
+
+def _per_class_section(result: SweepResult) -> list[str]:
+    rows = [[label, backend, *(accuracy_text(value) for value in cell.per_class.mean(axis=0))]
+            for (label, backend), cell in result.stats.items()]
+    return ["## Accuracy per class (mean over seeds)", "",
+            format_table(["variant", "backend", *CLASS_NAMES], rows, markdown=True), ""]

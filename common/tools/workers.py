@@ -32,7 +32,7 @@ def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=N
 
     check_shardable(config.train_images, config.batch_size, workers)
     watch_launcher()
-    group = load_engine(backend_name).join()
+    group = load_engine(backend_name).Group()  # joins: waits for the others
     if group.size != workers:
         raise ValueError(f"the {backend_name} engine counts {group.size} workers, "
                          f"its launch variables {workers}")

@@ -7,6 +7,8 @@ From a notebook, in the cell after the model::
 
 From the shell, ``nin check reader.py`` runs the file in a separate process first
 (:mod:`.runner`).
+
+Tools layer.
 """
 
 from .model import NotAModel, check_model

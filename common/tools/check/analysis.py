@@ -6,6 +6,8 @@ convolutions within a pair by position, and every difference is named where it f
 a convolution's kernel, stride, padding or channels, a block's count of 1x1 convolutions,
 pooling inside a block or between blocks, the head (global pooling, flatten), the ReLUs and
 the dropout.
+
+Tools layer.
 """
 
 from __future__ import annotations

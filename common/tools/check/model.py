@@ -6,6 +6,8 @@ in :mod:`.analysis`: the layers, the parameters, the ReLUs and the dropout, then
 (the reference's weights set on the reader's layers, logits and every layer's input against
 :mod:`common.reference`) and the gradients (against this project's model in the same
 framework). Nothing of the reader's model is changed: its weights and modes are put back.
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 
 from ... import reference
 from ... import trace as t
-from ...backends import FRAMEWORK_LABELS, MODEL_MODULES, load_backend_module
+from ...backends import FRAMEWORK_LABELS, framework_of, load_backend_module
 from ...shapes import layer_params, layer_shapes
 from ...spec import ConvBlock, Dropout, Spec, make_spec
 from ...weights import canonical_shapes, param_slots, probe_weights
@@ -40,17 +42,6 @@ GRADIENT_TOLERANCE = 1e-2
 
 class NotAModel(ValueError):
     """The object is not a model of any framework this project knows."""
-
-
-def framework_of(obj) -> str | None:
-    """The backend whose framework `obj`'s class comes from, by module name alone: nothing is
-    imported that the object's own framework did not already import."""
-    for cls in type(obj).__mro__:
-        module = cls.__module__ or ""
-        for name, prefixes in MODEL_MODULES.items():
-            if any(module == prefix or module.startswith(prefix + ".") for prefix in prefixes):
-                return name
-    return None
 
 
 def probe_of(framework: str):

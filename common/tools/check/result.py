@@ -1,4 +1,7 @@
-"""What ``nin check`` found, as data (JSON between the processes) and as text or Markdown."""
+"""What ``nin check`` found, as data (JSON between the processes) and as text or Markdown.
+
+Tools layer.
+"""
 
 from __future__ import annotations
 

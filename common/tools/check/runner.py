@@ -8,6 +8,8 @@ file does (its imports, prints, global settings, a crash of its framework) stays
 
 Several files can be checked in one process (one framework import for all): the test suite's
 corpus does that. Each file runs in its own namespace.
+
+Tools layer.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ... import d2l
+from ...backends import BACKENDS, load_backend_module
 from ...spec import spec_from_dict
 from .model import check_model, framework_of, is_model, probe_of
 from .source import Source, SourceError, read
@@ -183,10 +186,9 @@ def check_file(path: str | Path, name: str | None, spec, size: int,
 def _reset_frameworks() -> None:
     """Between two files of one process: what a reader's file may switch on globally (only
     in frameworks a file imported: none is imported here)."""
-    if "mxnet" in sys.modules:
-        sys.modules["mxnet"].npx.reset_np()
-    if "keras" in sys.modules:
-        sys.modules["keras"].backend.clear_session()
+    for name, info in BACKENDS.items():
+        if info.framework in sys.modules:
+            load_backend_module(name, "probe").reset()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,6 +8,8 @@ The rules, which ``nin check --help`` states too:
 * a statement that would train or load data (it calls ``fit``, ``train...``, ``backward``,
   ``step``, ``load_data...`` or anything in a ``datasets`` module) is never run: skipped
   before the model exists, the end of the run after.
+
+Tools layer.
 """
 
 from __future__ import annotations
