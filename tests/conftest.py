@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from common.backends import BACKENDS, BackendUnavailable, load_backend
+from common.backends import BACKENDS, BackendUnavailable, is_installed, load_backend
 
 REQUIRE_ALL = bool(os.environ.get("NIN_REQUIRE_ALL_BACKENDS"))
 # Every module a backend's framework is: what framework-free code must never import.
-FRAMEWORK_MODULES = frozenset(module for info in BACKENDS.values()
-                              for module in (info.framework, *info.model_modules))
+FRAMEWORK_MODULES = frozenset(
+    module for info in BACKENDS.values() for module in (info.framework, *info.model_modules)
+)
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -26,8 +27,13 @@ def run_python(code: str, *argv: str, timeout: float = 300) -> str:
     """The standard output of `code` run by a fresh Python in the project root, which must
     exit 0 (its stderr's end is the failure message otherwise): for what only a new process
     shows, such as which modules an import pulls in or settings made at start-up."""
-    result = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True,
-                            text=True, cwd=ROOT, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", code, *argv],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=timeout,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout
 
@@ -38,11 +44,30 @@ def skip_or_fail(reason: str):
     pytest.skip(reason)
 
 
+SKIPPED_BACKENDS: dict[str, str] = {}  # name -> why, for the summary's loud line
+
+
 def get_backend(name: str):
+    """The backend package; a skip (a failure in CI) when its framework is not installed, and
+    always a failure when it is installed but fails to import: that is broken, not absent."""
     try:
         return load_backend(name)
     except BackendUnavailable as error:
+        if is_installed(name):
+            pytest.fail(f"{error} (the framework is installed, so this is a failure)")
+        SKIPPED_BACKENDS[name] = str(error)
         skip_or_fail(str(error))
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line no one can miss when a backend was not tested."""
+    if SKIPPED_BACKENDS:
+        terminalreporter.write_line(
+            f"NOT EVERY BACKEND WAS TESTED: {', '.join(sorted(SKIPPED_BACKENDS))} skipped "
+            f"(framework not installed; `make setup` installs all {len(BACKENDS)})",
+            red=True,
+            bold=True,
+        )
 
 
 @pytest.fixture(params=list(BACKENDS), scope="session")
@@ -59,6 +84,8 @@ def fashion_mnist():
 
     directory = resolve_data_dir()
     if not directory.is_dir():
-        skip_or_fail(f"real Fashion-MNIST is not installed ({directory} does not exist; "
-                     "`make setup` installs it)")
+        skip_or_fail(
+            f"real Fashion-MNIST is not installed ({directory} does not exist; "
+            "`make setup` installs it)"
+        )
     return load_fashion_mnist()

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from common.backends import BACKENDS
-from common.tools.config import PRESETS
 from common.data import load_data
+from common.tools.config import PRESETS
 from common.tools.runs import train_run
 from common.training import Recipe, TrainingDiverged, dropout_seed
 
@@ -38,9 +38,11 @@ def default_runs(tmp_path_factory):
     def run(name: str):
         if name not in runs:
             get_backend(name)
-            runs[name] = train_run(name, CONFIG, root / name, progress=False,
-                                   log=lambda *args: None)
+            runs[name] = train_run(
+                name, CONFIG, root / name, progress=False, log=lambda *args: None
+            )
         return runs[name]
+
     return run
 
 
@@ -66,8 +68,9 @@ def test_default_recipe_converges(backend, fashion_mnist, default_runs):
     net = other.build_nin(CONFIG.spec(), seed=99)
     other.import_weights(net, result.directory / "weights.npz")
     _, test_data = CONFIG.loaders()
-    predicted = np.concatenate([other.predict_logits(net, images).argmax(axis=1)
-                                for images, _ in test_data.epoch()])
+    predicted = np.concatenate(
+        [other.predict_logits(net, images).argmax(axis=1) for images, _ in test_data.epoch()]
+    )
     assert abs(float((predicted == test_data.labels).mean()) - history[-1].test_accuracy) <= 2e-4
 
 
@@ -79,6 +82,7 @@ def test_backends_converge_to_the_same_accuracy(fashion_mnist, default_runs):
 
 # -- the same seed is the same run ----------------------------------------------------------
 
+
 def _twenty_steps(backend, recipe: Recipe, seed: int):
     train_data, _ = load_data(32, 67, seed=seed, train_limit=640, standardize=True)
     net = backend.build_nin(seed=seed, final_relu=False)
@@ -88,11 +92,21 @@ def _twenty_steps(backend, recipe: Recipe, seed: int):
     return np.array(losses), backend.get_weights(net)
 
 
-@pytest.mark.parametrize("recipe", [
-    Recipe(),
-    Recipe(optimizer="momentum", lr=0.01, warmup_steps=5, schedule="cosine", clip_norm=1.0,
-           weight_decay=1e-4),
-], ids=["adam", "momentum-scheduled-clipped"])
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        Recipe(),
+        Recipe(
+            optimizer="momentum",
+            lr=0.01,
+            warmup_steps=5,
+            schedule="cosine",
+            clip_norm=1.0,
+            weight_decay=1e-4,
+        ),
+    ],
+    ids=["adam", "momentum-scheduled-clipped"],
+)
 def test_same_seed_same_run_bitwise(backend, fashion_mnist, recipe):
     """Dropout masks, data order and weights depend on the seed alone: unrelated use of
     Python's and NumPy's global RNGs (before, between) changes nothing, to the bit."""
@@ -140,6 +154,7 @@ def test_same_seed_same_run_with_other_frameworks_loaded(backend):
     def five_steps(loaded: list[str]):
         output = run_python(_FIVE_STEPS, backend.BACKEND, ",".join(loaded))
         return json.loads(output.strip().splitlines()[-1])
+
     assert five_steps([]) == five_steps(others)
 
 
@@ -188,10 +203,11 @@ def test_dropout_is_on_in_training_and_off_in_inference(backend):
 def test_dropout_seed_is_a_function_of_seed_and_step():
     assert dropout_seed(0, 5) == dropout_seed(0, 5)
     assert len({dropout_seed(seed, step) for seed in range(10) for step in range(100)}) == 1000
-    assert all(0 <= dropout_seed(7, step) < 2 ** 31 for step in range(100))
+    assert all(0 <= dropout_seed(7, step) < 2**31 for step in range(100))
 
 
 # -- the recipe ---------------------------------------------------------------------------
+
 
 def test_schedule_warms_up_then_decays_to_zero():
     recipe = Recipe(lr=1.0, warmup_steps=4, schedule="cosine")
@@ -228,9 +244,50 @@ def test_presets_are_valid_and_the_default_says_its_head():
     assert PRESETS["book"].head_sentence() == ""
 
 
+class PoisonedAt:
+    """A loader whose batch at global step `step` (1-based) is all NaN: a run built to
+    diverge at a known step."""
+
+    def __init__(self, loader, step: int):
+        self.loader, self.step = loader, step
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def epoch(self, index: int = 0, start_batch: int = 0):
+        for batch, (images, labels) in enumerate(
+            self.loader.epoch(index, start_batch), start=start_batch
+        ):
+            if index * len(self) + batch + 1 == self.step:
+                images = np.full_like(images, np.nan)
+            yield images, labels
+
+
+def test_nan_guard_stops_at_exactly_the_step_that_diverged(backend, fashion_mnist):
+    """Step 11 is epoch 2, batch 3 of 8: the guard names it, and the newest checkpoint (one
+    after every step) is step 10's, never a diverged state. (MXNet's ReLU maps NaN to 0, so
+    its loss stays finite: the weights are what the guard catches there.)"""
+    train_data, _ = load_data(32, 67, train_limit=256)
+    trainer = backend.Trainer(backend.build_nin(), Recipe(optimizer="sgd", lr=0.01))
+    saved = []
+    with pytest.raises(
+        TrainingDiverged,
+        match=r": (loss became nan|weights became NaN or inf) "
+        r"at epoch 2, step 3 \(sgd, lr 0.01\)",
+    ):
+        trainer.fit(
+            PoisonedAt(train_data, 11),
+            epochs=3,
+            progress=False,
+            checkpoint_every=1,
+            checkpoint=lambda state: saved.append(state.step),
+        )
+    assert saved[-1] == 10 and saved == sorted(saved)
+    assert trainer.state.step == 10  # the diverged step was never counted
+
+
 def test_nan_guard_stops_at_once(backend, fashion_mnist):
     train_data, test_data = load_data(32, 67, train_limit=256, test_limit=64)
     net = backend.build_nin()
     with pytest.raises(TrainingDiverged, match=r"at epoch 1, step \d+ .*lower learning rate"):
-        backend.train(net, train_data, test_data, epochs=3, lr=1e4, optimizer="sgd",
-                      progress=False)
+        backend.train(net, train_data, test_data, epochs=3, lr=1e4, optimizer="sgd", progress=False)
