@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(NIN_DATA_DIR),/usr/share/datasets/fashion-mnist)
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test bench clean
+.PHONY: setup data demo test lint bench clean
 
 setup: $(STAMP) data
 
@@ -35,6 +35,11 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The rule set is pyproject.toml's; ruff is pinned in constraints.txt. CI runs this first.
+lint: setup
+	$(BIN)/ruff check
+	$(BIN)/ruff format --check
 
 bench: setup
 	$(BIN)/nin bench

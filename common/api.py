@@ -14,9 +14,10 @@ Core layer.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any, Callable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,27 +25,34 @@ from . import shapes, training
 from . import weights as interchange
 from .backends import framework_of, load_backend
 
-
 # The functions below, the same in every backend's package.
-__all__ = ["count_params", "evaluate", "export_weights", "import_weights", "layer_output",
-           "layer_shapes", "params_by_layer"]
+__all__ = [
+    "count_params",
+    "evaluate",
+    "export_weights",
+    "import_weights",
+    "layer_output",
+    "layer_shapes",
+    "params_by_layer",
+]
 
 
 class Backend(Protocol):
     """What ``import nin_<framework> as nin`` must provide (tests/test_layers.py checks each
     backend against it, signatures included). Arrays in and out are NumPy, images NCHW."""
 
-    BACKEND: str             # the registry name
-    NATIVE_SUFFIX: str       # the file suffix of the framework's own weights format
-    FRAMEWORK_VERSION: str   # written into exported files
+    BACKEND: str  # the registry name
+    NATIVE_SUFFIX: str  # the file suffix of the framework's own weights format
+    FRAMEWORK_VERSION: str  # written into exported files
     Trainer: type[training.Trainer]
     train: Callable  # Trainer.train: the book's train_ch6 (common.training.Trainer.train)
 
     def build_nin(self, spec=None, *, seed: int = 0, **overrides) -> Any:
         """The spec's network with Xavier weights drawn from `seed`; knows it as ``.spec``."""
 
-    def nin_block(self, out_channels: int, kernel_size: int, strides: int, padding: int,
-                  num_1x1: int = 2) -> Any:
+    def nin_block(
+        self, out_channels: int, kernel_size: int, strides: int, padding: int, num_1x1: int = 2
+    ) -> Any:
         """The book's NiN block as a layer of the framework."""
 
     def get_weights(self, net) -> dict[str, np.ndarray]:
@@ -76,24 +84,30 @@ class Backend(Protocol):
 
 
 # What ``import nin_<framework> as nin`` offers: the primitives and the shared functions.
-PUBLIC_API = sorted({name for name in dir(Backend) if not name.startswith("_")}
-                    | set(Backend.__annotations__) | set(__all__))
+PUBLIC_API = sorted(
+    {name for name in dir(Backend) if not name.startswith("_")}
+    | set(Backend.__annotations__)
+    | set(__all__)
+)
 
 
 def backend_for(net) -> ModuleType:
     """The backend package whose framework `net` is a model of."""
     name = framework_of(net)
     if name is None:
-        raise TypeError(f"{type(net).__module__}.{type(net).__name__} is not a model of any "
-                        "backend's framework")
+        raise TypeError(
+            f"{type(net).__module__}.{type(net).__name__} is not a model of any backend's framework"
+        )
     return load_backend(name)
 
 
 def params_by_layer(net) -> dict[str, int]:
     """Parameter count of each top-level layer (layers without any count 0)."""
     held = backend_for(net).parameter_shapes(net)
-    return {name: sum(int(np.prod(shape)) for shape in held.get(name, []))
-            for name in net.spec.layer_names()}
+    return {
+        name: sum(int(np.prod(shape)) for shape in held.get(name, []))
+        for name in net.spec.layer_names()
+    }
 
 
 def count_params(net) -> int:
@@ -125,9 +139,14 @@ def evaluate(net, data) -> float:
 def export_weights(net, path: str | Path, **metadata) -> Path:
     """The interchange .npz (:mod:`common.weights`); `metadata` is stored beside the arrays."""
     backend = backend_for(net)
-    return interchange.save_weights(path, net.spec, backend.get_weights(net),
-                                    framework=backend.BACKEND,
-                                    framework_version=backend.FRAMEWORK_VERSION, **metadata)
+    return interchange.save_weights(
+        path,
+        net.spec,
+        backend.get_weights(net),
+        framework=backend.BACKEND,
+        framework_version=backend.FRAMEWORK_VERSION,
+        **metadata,
+    )
 
 
 def import_weights(net, path: str | Path) -> None:

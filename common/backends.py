@@ -17,43 +17,73 @@ from types import ModuleType
 from .platform.engines import Engine, ParameterServer, TFConfig, TorchRun
 
 
-
 @dataclass(frozen=True)
 class BackendInfo:
     """Everything `common` knows about one backend without importing it."""
 
-    name: str                        # what --backend takes
-    package: str                     # the backend package (nin_torch)
-    framework: str                   # the module it needs installed (torch)
-    extra: str                       # its pip extra (nin-reference[torch])
-    label: str                       # its name in reports
-    model_class: str                 # what a model of it is, in words
-    color: str                       # its colour in plots (matplotlib)
-    distributions: tuple[str, ...]   # what it runs on, for the versions a run records
+    name: str  # what --backend takes
+    package: str  # the backend package (nin_torch)
+    framework: str  # the module it needs installed (torch)
+    extra: str  # its pip extra (nin-reference[torch])
+    label: str  # its name in reports
+    model_class: str  # what a model of it is, in words
+    color: str  # its colour in plots (matplotlib)
+    distributions: tuple[str, ...]  # what it runs on, for the versions a run records
     # The modules whose classes make a model of its framework: how `nin check` tells a
     # reader's model's framework from its type.
     model_modules: tuple[str, ...]
-    d2l_modules: tuple[str, ...]     # the book's package's modules for this framework
-    onnx_needs: tuple[str, ...]      # what exporting to ONNX needs installed
-    engine: Engine                   # its data-parallel engine's launch convention
+    d2l_modules: tuple[str, ...]  # the book's package's modules for this framework
+    onnx_needs: tuple[str, ...]  # what exporting to ONNX needs installed
+    engine: Engine  # its data-parallel engine's launch convention
 
 
-BACKENDS: dict[str, BackendInfo] = {info.name: info for info in (
-    BackendInfo("torch", "nin_torch", "torch", "torch", "PyTorch", "torch nn.Module", "tab:red",
-                distributions=("torch",), model_modules=("torch",),
-                d2l_modules=("d2l.torch", "d2lzh_pytorch"),
-                onnx_needs=("onnx", "onnxruntime"), engine=TorchRun()),
-    BackendInfo("mxnet", "nin_mxnet", "mxnet", "mxnet", "MXNet Gluon", "Gluon Block", "tab:blue",
-                distributions=("mxnet",), model_modules=("mxnet",),
-                d2l_modules=("d2l.mxnet", "d2lzh"),
-                onnx_needs=("onnx", "onnxruntime"), engine=ParameterServer()),
-    BackendInfo("tf", "nin_tf", "tensorflow", "tf", "Keras 3 (TensorFlow)", "Keras Model",
-                "tab:orange",
-                distributions=("tensorflow-cpu", "tensorflow", "keras"),
-                model_modules=("keras", "tensorflow", "tf_keras"),
-                d2l_modules=("d2l.tensorflow",),
-                onnx_needs=("onnx", "onnxruntime", "tf2onnx"), engine=TFConfig()),
-)}
+BACKENDS: dict[str, BackendInfo] = {
+    info.name: info
+    for info in (
+        BackendInfo(
+            "torch",
+            "nin_torch",
+            "torch",
+            "torch",
+            "PyTorch",
+            "torch nn.Module",
+            "tab:red",
+            distributions=("torch",),
+            model_modules=("torch",),
+            d2l_modules=("d2l.torch", "d2lzh_pytorch"),
+            onnx_needs=("onnx", "onnxruntime"),
+            engine=TorchRun(),
+        ),
+        BackendInfo(
+            "mxnet",
+            "nin_mxnet",
+            "mxnet",
+            "mxnet",
+            "MXNet Gluon",
+            "Gluon Block",
+            "tab:blue",
+            distributions=("mxnet",),
+            model_modules=("mxnet",),
+            d2l_modules=("d2l.mxnet", "d2lzh"),
+            onnx_needs=("onnx", "onnxruntime"),
+            engine=ParameterServer(),
+        ),
+        BackendInfo(
+            "tf",
+            "nin_tf",
+            "tensorflow",
+            "tf",
+            "Keras 3 (TensorFlow)",
+            "Keras Model",
+            "tab:orange",
+            distributions=("tensorflow-cpu", "tensorflow", "keras"),
+            model_modules=("keras", "tensorflow", "tf_keras"),
+            d2l_modules=("d2l.tensorflow",),
+            onnx_needs=("onnx", "onnxruntime", "tf2onnx"),
+            engine=TFConfig(),
+        ),
+    )
+}
 # Views of the registry, for the many places that want one field by name.
 FRAMEWORK_LABELS = {name: info.label for name, info in BACKENDS.items()}
 
@@ -80,8 +110,9 @@ def framework_of(obj) -> str | None:
     for cls in type(obj).__mro__:
         module = cls.__module__ or ""
         for name, info in BACKENDS.items():
-            if any(module == prefix or module.startswith(prefix + ".")
-                   for prefix in info.model_modules):
+            if any(
+                module == prefix or module.startswith(prefix + ".") for prefix in info.model_modules
+            ):
                 return name
     return None
 
@@ -100,8 +131,10 @@ def load_backend(name: str) -> ModuleType:
     info = BACKENDS[check_backend_name(name)]
     package, framework, extra = info.package, info.framework, info.extra
     if not is_installed(name):
-        raise BackendUnavailable(f"backend {name!r} needs {framework}, which is not installed; "
-                                 f"run `make setup` or pip install 'nin-reference[{extra}]'")
+        raise BackendUnavailable(
+            f"backend {name!r} needs {framework}, which is not installed; "
+            f"run `make setup` or pip install 'nin-reference[{extra}]'"
+        )
     try:
         return importlib.import_module(package)  # which imports (and configures) the framework
     except BackendUnavailable:
@@ -115,7 +148,8 @@ def load_backend(name: str) -> ModuleType:
             raise BackendUnavailable(
                 f"backend {name!r}: {framework} is installed but fails to import "
                 f"({type(error).__name__}: {first}); reinstall with `make setup`, whose "
-                "constraints.txt pins versions that work together") from None
+                "constraints.txt pins versions that work together"
+            ) from None
         raise  # the framework imports: the error is the backend package's own
 
 

@@ -20,10 +20,21 @@ import types
 from .backends import BACKENDS
 
 # Which backend each module name of the book's packages stands for.
-MODULES = {"d2l": None, **{module: name for name, info in BACKENDS.items()
-                           for module in info.d2l_modules}}
-_TRAINING = {"train_ch3", "train_ch5", "train_ch6", "train_ch11", "train_ch13", "Trainer",
-             "train_epoch_ch3", "train_2d", "train_concise_ch11"}
+MODULES = {
+    "d2l": None,
+    **{module: name for name, info in BACKENDS.items() for module in info.d2l_modules},
+}
+_TRAINING = {
+    "train_ch3",
+    "train_ch5",
+    "train_ch6",
+    "train_ch11",
+    "train_ch13",
+    "Trainer",
+    "train_epoch_ch3",
+    "train_2d",
+    "train_concise_ch11",
+}
 _NO_OPS = {"use_svg_display", "set_figsize", "set_axes"}
 
 
@@ -39,8 +50,11 @@ class _Unavailable:
         self.name = name
 
     def _raise(self):
-        what = "does not train" if self.name.split(".")[-1] in _TRAINING else \
-            "loads no data and does not train"
+        what = (
+            "does not train"
+            if self.name.split(".")[-1] in _TRAINING
+            else "loads no data and does not train"
+        )
         raise NotAvailable(f"{self.name} is not run: the checker's stand-in for d2l {what}")
 
     def __call__(self, *args, **kwargs):
@@ -61,8 +75,11 @@ class HyperParameters:
     def save_hyperparameters(self, ignore=()):
         frame = inspect.currentframe().f_back
         _, _, _, local_vars = inspect.getargvalues(frame)
-        self.hparams = {key: value for key, value in local_vars.items()
-                        if key not in set(ignore) | {"self"} and not key.startswith("_")}
+        self.hparams = {
+            key: value
+            for key, value in local_vars.items()
+            if key not in set(ignore) | {"self"} and not key.startswith("_")
+        }
         for key, value in self.hparams.items():
             setattr(self, key, value)
 

@@ -16,16 +16,27 @@ import queue
 import struct
 import threading
 import zlib
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, TypeVar
+from typing import TypeVar
 
 import numpy as np
 
 DEFAULT_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 DATA_DIR_ENV = "NIN_DATA_DIR"
-CLASS_NAMES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
-               "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
+CLASS_NAMES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
 IMAGE_SIZE = 28
 # Mean and standard deviation of the 60,000 training images' pixels in [0, 1]
 # (tests/test_data.py recomputes them).
@@ -41,8 +52,10 @@ _SHA256 = {
     "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
     "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
 }
-_HINT = ("reinstall with: apt-get install --reinstall dataset-fashion-mnist, or set "
-         f"{DATA_DIR_ENV} / --data-dir to a folder holding the four IDX .gz files")
+_HINT = (
+    "reinstall with: apt-get install --reinstall dataset-fashion-mnist, or set "
+    f"{DATA_DIR_ENV} / --data-dir to a folder holding the four IDX .gz files"
+)
 
 
 class DatasetError(ValueError):
@@ -63,10 +76,11 @@ def resolve_data_dir(data_dir: str | os.PathLike | None = None) -> Path:
 @dataclass(frozen=True, eq=False)  # eq on arrays is ambiguous; identity is what callers need
 class FashionMNIST:
     """Read-only uint8 arrays exactly as stored in the IDX files."""
+
     train_images: np.ndarray  # (60000, 28, 28)
     train_labels: np.ndarray  # (60000,)
-    test_images: np.ndarray   # (10000, 28, 28)
-    test_labels: np.ndarray   # (10000,)
+    test_images: np.ndarray  # (10000, 28, 28)
+    test_labels: np.ndarray  # (10000,)
 
 
 def _read_idx(path: Path, *, images: bool, count: int, verify: bool) -> np.ndarray:
@@ -75,16 +89,18 @@ def _read_idx(path: Path, *, images: bool, count: int, verify: bool) -> np.ndarr
     (or decompresses to) far more than Fashion-MNIST holds cannot exhaust memory."""
     if not path.is_file():
         raise _error(path, "file is missing")
-    kind, magic, shape = (("images", 2051, (IMAGE_SIZE, IMAGE_SIZE)) if images
-                          else ("labels", 2049, ()))
+    kind, magic, shape = (
+        ("images", 2051, (IMAGE_SIZE, IMAGE_SIZE)) if images else ("labels", 2049, ())
+    )
     header_size = 4 * (2 + len(shape))
     digest = hashlib.sha256()
     try:
         with gzip.open(path, "rb") as f:
             header = f.read(header_size)
             if len(header) < header_size:
-                raise _error(path, f"is {len(header)} bytes decompressed, too short for an "
-                                   "IDX header")
+                raise _error(
+                    path, f"is {len(header)} bytes decompressed, too short for an IDX header"
+                )
             found, *dims = struct.unpack(f">{2 + len(shape)}I", header)
             if found != magic:
                 raise _error(path, f"has IDX magic number {found}, expected {magic} ({kind})")
@@ -95,8 +111,9 @@ def _read_idx(path: Path, *, images: bool, count: int, verify: bool) -> np.ndarr
             size = math.prod(dims)
             payload = f.read(size)
             if len(payload) != size:
-                raise _error(path, f"header promises {size} data bytes "
-                                   f"but the file holds {len(payload)}")
+                raise _error(
+                    path, f"header promises {size} data bytes but the file holds {len(payload)}"
+                )
             if f.read(1):
                 raise _error(path, f"holds more than the {size} data bytes its header promises")
     except (OSError, EOFError, zlib.error) as exc:  # truncated or corrupt gzip, unreadable file
@@ -108,8 +125,11 @@ def _read_idx(path: Path, *, images: bool, count: int, verify: bool) -> np.ndarr
     digest.update(header)
     digest.update(payload)
     if verify and expected is not None and digest.hexdigest() != expected:
-        raise _error(path, "differs from upstream Fashion-MNIST (SHA-256 of the decompressed "
-                           "bytes does not match)")
+        raise _error(
+            path,
+            "differs from upstream Fashion-MNIST (SHA-256 of the decompressed "
+            "bytes does not match)",
+        )
     return data
 
 
@@ -125,13 +145,15 @@ def _load_cached(directory: str, verify: bool) -> FashionMNIST:
         for kind in ("labels", "images"):
             ndim = 3 if kind == "images" else 1
             name = f"{_PREFIX[split]}-{kind}-idx{ndim}-ubyte.gz"
-            arrays[f"{split}_{kind}"] = _read_idx(root / name, images=kind == "images",
-                                                   count=SPLIT_SIZES[split], verify=verify)
+            arrays[f"{split}_{kind}"] = _read_idx(
+                root / name, images=kind == "images", count=SPLIT_SIZES[split], verify=verify
+            )
     return FashionMNIST(**arrays)
 
 
-def load_fashion_mnist(data_dir: str | os.PathLike | None = None, *,
-                       verify_checksums: bool = True) -> FashionMNIST:
+def load_fashion_mnist(
+    data_dir: str | os.PathLike | None = None, *, verify_checksums: bool = True
+) -> FashionMNIST:
     """Read and validate the four files; cached per directory, so decoded once per process."""
     return _load_cached(str(resolve_data_dir(data_dir).resolve()), bool(verify_checksums))
 
@@ -167,8 +189,9 @@ def to_model_input(images: np.ndarray, size: int, *, standardize: bool = False) 
     """
     images = np.asarray(images)
     if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected uint8 images of shape (N, H, W), "
-                         f"got {images.dtype} {images.shape}")
+        raise ValueError(
+            f"expected uint8 images of shape (N, H, W), got {images.dtype} {images.shape}"
+        )
     _check_positive("size", size)
     x = images.astype(np.float32) / np.float32(255)  # what torchvision's ToTensor does
     n, height, width = x.shape
@@ -191,14 +214,15 @@ def augmentation(seed: int, epoch: int, count: int) -> tuple[np.ndarray, np.ndar
     return shifts[0], shifts[1], rng.random(count) < 0.5
 
 
-def augment(images: np.ndarray, rows: np.ndarray, columns: np.ndarray,
-            flips: np.ndarray) -> np.ndarray:
+def augment(
+    images: np.ndarray, rows: np.ndarray, columns: np.ndarray, flips: np.ndarray
+) -> np.ndarray:
     """Shift each uint8 (H, W) image by (rows[i], columns[i]) pixels, filling with 0 (a
     random crop of the zero-padded image), then mirror it left-right where flips[i]."""
     n, height, width = images.shape
     pad = AUGMENT_PAD
     padded = np.zeros((n, height + 2 * pad, width + 2 * pad), np.uint8)
-    padded[:, pad:pad + height, pad:pad + width] = images
+    padded[:, pad : pad + height, pad : pad + width] = images
     # Fancy indexing does all crops at once: out[i, y, x] = padded[i, y + pad - dy, x + pad - dx]
     y = np.arange(height)[None, :, None] + (pad - rows)[:, None, None]
     x = np.arange(width)[None, None, :] + (pad - columns)[:, None, None]
@@ -212,14 +236,25 @@ class DataLoader:
     Everything random about it (order, crops, flips) is drawn from (seed, epoch).
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, *, batch_size: int, size: int,
-                 shuffle: bool, seed: int = 0, standardize: bool = False,
-                 augment: bool = False) -> None:
+    def __init__(
+        self,
+        images: np.ndarray,
+        labels: np.ndarray,
+        *,
+        batch_size: int,
+        size: int,
+        shuffle: bool,
+        seed: int = 0,
+        standardize: bool = False,
+        augment: bool = False,
+    ) -> None:
         _check_positive("batch_size", batch_size)
         _check_positive("size", size)
         if np.ndim(images) != 3 or np.ndim(labels) != 1 or len(images) != len(labels):
-            raise ValueError(f"expected images (N, H, W) and labels (N,), got "
-                             f"{np.shape(images)} and {np.shape(labels)}")
+            raise ValueError(
+                f"expected images (N, H, W) and labels (N,), got "
+                f"{np.shape(images)} and {np.shape(labels)}"
+            )
         self.images, self.labels = images, labels
         self.batch_size, self.size, self.shuffle, self.seed = batch_size, size, shuffle, seed
         self.standardize, self.augment = standardize, augment
@@ -239,8 +274,9 @@ class DataLoader:
         # Permute examples, not batches, and seed per epoch so any process can replay epoch k.
         return np.random.default_rng([self.seed, index]).permutation(self.num_examples)
 
-    def epoch(self, index: int = 0,
-              start_batch: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    def epoch(
+        self, index: int = 0, start_batch: int = 0
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Batches of epoch `index`, from batch `start_batch` on (to resume mid-epoch)."""
         order = self.order(index)
         shifts = augmentation(self.seed, index, self.num_examples) if self.augment else None
@@ -251,8 +287,10 @@ class DataLoader:
                 images = augment(images, *(draws[positions] for draws in shifts))
             # Resized per batch (under a millisecond at 67 px): all 60,000 images at 224 px
             # would be 12 GB.
-            yield (to_model_input(images, self.size, standardize=self.standardize),
-                   self.labels[order[positions]].astype(np.int64))
+            yield (
+                to_model_input(images, self.size, standardize=self.standardize),
+                self.labels[order[positions]].astype(np.int64),
+            )
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         return self.epoch(0)
@@ -308,16 +346,28 @@ def _check_limit(name: str, limit: int | None, split: str) -> int:
     total = SPLIT_SIZES[split]
     if limit is None:
         return total
-    if (isinstance(limit, bool) or not isinstance(limit, numbers.Integral)
-            or not 1 <= limit <= total):
-        raise ValueError(f"{name} must be an integer in 1..{total} (the {split} split size), "
-                         f"got {limit!r}")
+    if (
+        isinstance(limit, bool)
+        or not isinstance(limit, numbers.Integral)
+        or not 1 <= limit <= total
+    ):
+        raise ValueError(
+            f"{name} must be an integer in 1..{total} (the {split} split size), got {limit!r}"
+        )
     return int(limit)
 
 
-def load_data(batch_size: int, size: int, *, seed: int = 0, train_limit: int | None = None,
-              test_limit: int | None = None, data_dir: str | os.PathLike | None = None,
-              standardize: bool = False, augment: bool = False) -> tuple[DataLoader, DataLoader]:
+def load_data(
+    batch_size: int,
+    size: int,
+    *,
+    seed: int = 0,
+    train_limit: int | None = None,
+    test_limit: int | None = None,
+    data_dir: str | os.PathLike | None = None,
+    standardize: bool = False,
+    augment: bool = False,
+) -> tuple[DataLoader, DataLoader]:
     """(shuffled train loader, file-order test loader) over the first `*_limit` examples.
 
     `augment` applies to the training images only; `standardize` to both.
@@ -327,10 +377,23 @@ def load_data(batch_size: int, size: int, *, seed: int = 0, train_limit: int | N
     n_train = _check_limit("train_limit", train_limit, "train")
     n_test = _check_limit("test_limit", test_limit, "test")
     data = load_fashion_mnist(data_dir)
-    train = DataLoader(data.train_images[:n_train], data.train_labels[:n_train],
-                       batch_size=batch_size, size=size, shuffle=True, seed=seed,
-                       standardize=standardize, augment=augment)
-    test = DataLoader(data.test_images[:n_test], data.test_labels[:n_test],
-                      batch_size=batch_size, size=size, shuffle=False, seed=seed,
-                      standardize=standardize)
+    train = DataLoader(
+        data.train_images[:n_train],
+        data.train_labels[:n_train],
+        batch_size=batch_size,
+        size=size,
+        shuffle=True,
+        seed=seed,
+        standardize=standardize,
+        augment=augment,
+    )
+    test = DataLoader(
+        data.test_images[:n_test],
+        data.test_labels[:n_test],
+        batch_size=batch_size,
+        size=size,
+        shuffle=False,
+        seed=seed,
+        standardize=standardize,
+    )
     return train, test

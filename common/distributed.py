@@ -21,14 +21,12 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 
-
-
-
 # -- what each worker trains on ------------------------------------------------------------------
+
 
 def shard(count: int, rank: int, workers: int) -> slice:
     """Worker `rank`'s part of a global batch of `count` examples: contiguous slices whose
@@ -45,13 +43,16 @@ def check_shardable(examples: int, batch_size: int, workers: int) -> None:
     worker would get no example, which not every framework can run.
     """
     if batch_size % workers:
-        raise ValueError(f"a batch of {batch_size} does not split into {workers} equal "
-                         f"per-worker batches")
+        raise ValueError(
+            f"a batch of {batch_size} does not split into {workers} equal per-worker batches"
+        )
     last = examples % batch_size
     if 0 < last < workers:
-        raise ValueError(f"the last batch holds {last} example(s), fewer than the {workers} "
-                         f"workers; choose a --train-limit that leaves a last batch of 0 or at "
-                         f"least {workers}")
+        raise ValueError(
+            f"the last batch holds {last} example(s), fewer than the {workers} "
+            f"workers; choose a --train-limit that leaves a last batch of 0 or at "
+            f"least {workers}"
+        )
 
 
 def worker_dropout_seed(step_seed: int, rank: int) -> int:

@@ -44,6 +44,7 @@ OPSETS = (13, 17)  # the opsets every converter was checked at (tests/test_onnx.
 DEFAULT_OPSET = 17
 METADATA_PREFIX = "nin."
 
+
 def require_exporter(backend_name: str) -> None:
     """That what exporting from the backend imports beyond its framework (its registry
     entry's `onnx_needs`) is installed, or one clear :class:`BackendUnavailable`."""
@@ -54,19 +55,23 @@ def require(*modules: str) -> None:
     """That `modules` can be imported, or one clear :class:`BackendUnavailable`."""
     missing = [name for name in modules if importlib.util.find_spec(name) is None]
     if missing:
-        raise BackendUnavailable(f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
-                                 "not installed; run `make setup` or "
-                                 "pip install 'nin-reference[onnx]'")
+        raise BackendUnavailable(
+            f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} "
+            "not installed; run `make setup` or "
+            "pip install 'nin-reference[onnx]'"
+        )
 
 
 def check_opset(opset: int) -> int:
     if opset not in OPSETS:
-        raise ValueError(f"ONNX opset {opset} is not supported; choose "
-                         f"{' or '.join(map(str, OPSETS))}")
+        raise ValueError(
+            f"ONNX opset {opset} is not supported; choose {' or '.join(map(str, OPSETS))}"
+        )
     return opset
 
 
 # -- export ------------------------------------------------------------------------------------
+
 
 def input_description(spec: Spec, input_treatment: tuple[int, bool]) -> str:
     """The input's doc_string: layout, sizes, and the preprocessing the weights expect."""
@@ -75,14 +80,23 @@ def input_description(spec: Spec, input_treatment: tuple[int, bool]) -> str:
         sizes = f"exactly {spec.input_size}x{spec.input_size}"
     else:
         sizes = f"any height and width from {min_input_size(spec)} px; trained at {size}x{size}"
-    scaling = (f", then standardized: (x - {TRAIN_MEAN}) / {TRAIN_STD}" if standardize else "")
-    return (f"float32 NCHW images (batch, {spec.in_channels}, height, width), {sizes}: "
-            f"pixel values / 255, bilinearly resized{scaling}")
+    scaling = f", then standardized: (x - {TRAIN_MEAN}) / {TRAIN_STD}" if standardize else ""
+    return (
+        f"float32 NCHW images (batch, {spec.in_channels}, height, width), {sizes}: "
+        f"pixel values / 255, bilinearly resized{scaling}"
+    )
 
 
 @contextmanager
-def exporting(path: str | Path, spec: Spec, *, opset: int, framework: str,
-              framework_version: str, input_treatment: tuple[int, bool] | None = None):
+def exporting(
+    path: str | Path,
+    spec: Spec,
+    *,
+    opset: int,
+    framework: str,
+    framework_version: str,
+    input_treatment: tuple[int, bool] | None = None,
+):
     """Yield a temporary path for a converter to write; then finish that model into `path`.
 
     Finishing gives every backend's file the interface above: initializers that a converter
@@ -98,14 +112,31 @@ def exporting(path: str | Path, spec: Spec, *, opset: int, framework: str,
     with tempfile.TemporaryDirectory(prefix="nin-onnx-") as folder:
         raw = Path(folder) / "converted.onnx"
         yield raw
-        _finish(raw, Path(path), spec, opset=opset, input_treatment=input_treatment, metadata={
-            "spec": json.dumps(spec.to_dict()), "framework": framework,
-            "framework_version": framework_version, "input_size": str(input_treatment[0]),
-            "standardize": "true" if input_treatment[1] else "false"})
+        _finish(
+            raw,
+            Path(path),
+            spec,
+            opset=opset,
+            input_treatment=input_treatment,
+            metadata={
+                "spec": json.dumps(spec.to_dict()),
+                "framework": framework,
+                "framework_version": framework_version,
+                "input_size": str(input_treatment[0]),
+                "standardize": "true" if input_treatment[1] else "false",
+            },
+        )
 
 
-def _finish(raw: Path, path: Path, spec: Spec, *, opset: int,
-            input_treatment: tuple[int, bool], metadata: dict[str, str]) -> None:
+def _finish(
+    raw: Path,
+    path: Path,
+    spec: Spec,
+    *,
+    opset: int,
+    input_treatment: tuple[int, bool],
+    metadata: dict[str, str],
+) -> None:
     import onnx
 
     from .platform.files import atomic_write
@@ -130,18 +161,22 @@ def _finish(raw: Path, path: Path, spec: Spec, *, opset: int,
     _set_dims(graph.output[0], ["batch", spec.num_classes])
     graph.input[0].doc_string = input_description(spec, input_treatment)
     graph.output[0].doc_string = f"float32 logits (batch, {spec.num_classes}), before softmax"
-    model.doc_string = (f"{spec.describe()} exported from {metadata['framework']} "
-                        f"{metadata['framework_version']} by nin export")
+    model.doc_string = (
+        f"{spec.describe()} exported from {metadata['framework']} "
+        f"{metadata['framework_version']} by nin export"
+    )
     if not model.producer_name:  # MXNet leaves it empty
         model.producer_name = metadata["framework"]
         model.producer_version = metadata["framework_version"]
     # MXNet stamps the installed onnx's newest IR version (11 for onnx 1.18) whatever the
     # opset; the lowest one the opset allows keeps the file readable by older runtimes.
-    model.ir_version = min(model.ir_version,
-                           onnx.helper.find_min_ir_version_for(list(model.opset_import)))
+    model.ir_version = min(
+        model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import))
+    )
     del model.metadata_props[:]
-    onnx.helper.set_model_props(model, {METADATA_PREFIX + key: value
-                                        for key, value in metadata.items()})
+    onnx.helper.set_model_props(
+        model, {METADATA_PREFIX + key: value for key, value in metadata.items()}
+    )
     onnx.checker.check_model(model, full_check=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write(path, lambda temporary: onnx.save(model, temporary))
@@ -159,6 +194,7 @@ def _set_dims(value, dims: list) -> None:
 
 
 # -- onnxruntime -------------------------------------------------------------------------------
+
 
 class OnnxModel:
     """An exported model on onnxruntime alone: no deep-learning framework is imported.
@@ -181,33 +217,49 @@ class OnnxModel:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = onnxruntime.InferenceSession(
-                str(self.path), options, providers=["CPUExecutionProvider"])
+                str(self.path), options, providers=["CPUExecutionProvider"]
+            )
         except Exception as error:  # onnxruntime raises its own pybind11 exception types
             first = (str(error).strip().splitlines() or [type(error).__name__])[0][:200]
-            raise ValueError(f"{self.path} is not an ONNX model onnxruntime can run "
-                             f"({first})") from None
+            raise ValueError(
+                f"{self.path} is not an ONNX model onnxruntime can run ({first})"
+            ) from None
         stored = self.session.get_modelmeta().custom_metadata_map
-        self.metadata = {key.removeprefix(METADATA_PREFIX): value for key, value in
-                         stored.items() if key.startswith(METADATA_PREFIX)}
+        self.metadata = {
+            key.removeprefix(METADATA_PREFIX): value
+            for key, value in stored.items()
+            if key.startswith(METADATA_PREFIX)
+        }
         try:
             self.spec = spec_from_dict(json.loads(self.metadata["spec"]))
-            self.input_treatment = (int(self.metadata["input_size"]),
-                                    {"true": True, "false": False}[self.metadata["standardize"]])
+            self.input_treatment = (
+                int(self.metadata["input_size"]),
+                {"true": True, "false": False}[self.metadata["standardize"]],
+            )
         except (KeyError, ValueError, TypeError) as error:
-            raise ValueError(f"{self.path} was not written by `nin export` (its nin.* metadata "
-                             f"is missing or damaged: {type(error).__name__} {error})") from None
-        names = ([value.name for value in self.session.get_inputs()],
-                 [value.name for value in self.session.get_outputs()])
+            raise ValueError(
+                f"{self.path} was not written by `nin export` (its nin.* metadata "
+                f"is missing or damaged: {type(error).__name__} {error})"
+            ) from None
+        names = (
+            [value.name for value in self.session.get_inputs()],
+            [value.name for value in self.session.get_outputs()],
+        )
         if names != ([INPUT_NAME], [OUTPUT_NAME]):
-            raise ValueError(f"{self.path} has inputs and outputs {names}, expected "
-                             f"([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])")
+            raise ValueError(
+                f"{self.path} has inputs and outputs {names}, expected "
+                f"([{INPUT_NAME!r}], [{OUTPUT_NAME!r}])"
+            )
 
     def predict_logits(self, images, batch_size: int = 256) -> np.ndarray:
         """Logits (N, num_classes) for NCHW float32 `images`, like each backend's."""
         images = as_input_batch(self.spec, images)
-        return np.concatenate([
-            self.session.run([OUTPUT_NAME], {INPUT_NAME: images[start:start + batch_size]})[0]
-            for start in range(0, len(images), batch_size)])
+        return np.concatenate(
+            [
+                self.session.run([OUTPUT_NAME], {INPUT_NAME: images[start : start + batch_size]})[0]
+                for start in range(0, len(images), batch_size)
+            ]
+        )
 
 
 # -- speed -------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from .weights import check_arrays, param_slots
 class Forward:
     """The logits of a batch and, when captured, what flowed through the network."""
 
-    logits: np.ndarray                                         # (N, num_classes), float64
+    logits: np.ndarray  # (N, num_classes), float64
     # Top-level layer name -> its output (NCHW), as a backend's layer_output gives it.
     layer_outputs: dict[str, np.ndarray] = field(default_factory=dict)
     # Parameterised layer (ParamSlot.name) -> its input, and its output after its ReLU.
@@ -32,8 +32,9 @@ class Forward:
     slot_outputs: dict[str, np.ndarray] = field(default_factory=dict)
 
 
-def conv2d(x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1,
-           padding: int = 0) -> np.ndarray:
+def conv2d(
+    x: np.ndarray, weight: np.ndarray, bias: np.ndarray, stride: int = 1, padding: int = 0
+) -> np.ndarray:
     """NCHW x OIHW -> NCHW, as every framework's Conv2D with symmetric zero padding."""
     kernel = weight.shape[-1]
     if padding:
@@ -56,8 +57,7 @@ def relu(x: np.ndarray) -> np.ndarray:
     return np.maximum(x, 0.0)
 
 
-def forward(spec: Spec, arrays: dict[str, np.ndarray], images, *,
-            capture: bool = False) -> Forward:
+def forward(spec: Spec, arrays: dict[str, np.ndarray], images, *, capture: bool = False) -> Forward:
     """`spec` with the canonical `arrays` on NCHW `images`, in float64.
 
     With `capture`, also every top-level layer's output and every convolution's and dense

@@ -59,8 +59,17 @@ from dataclasses import dataclass, replace
 
 from .report import format_table
 from .shapes import check_input_shape, conv_shapes, layer_params, layer_shapes
-from .spec import (ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool, Spec, layer_kind,
-                   make_spec)
+from .spec import (
+    ConvBlock,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Spec,
+    layer_kind,
+    make_spec,
+)
 
 OPTIMIZER_STATE_COPIES = {"sgd": 0, "momentum": 1, "adam": 2}
 DTYPE_BYTES = {"float32": 4, "int64": 8, "bool": 1}
@@ -69,6 +78,7 @@ DEVICES = ("cpu", "cuda")
 
 
 # ----------------------------------------------------------------------------- formatting
+
 
 def format_bytes(n: int | float) -> str:
     """Binary units with one decimal: ``format_bytes(7_968_664) == '7.6 MiB'``."""
@@ -100,6 +110,7 @@ def format_flops(n: int | float) -> str:
 
 # ----------------------------------------------------------------------------- data classes
 
+
 @dataclass(frozen=True)
 class LayerResources:
     """One top-level layer (named as ``Spec.layer_names()``) for the whole batch."""
@@ -122,11 +133,11 @@ class LayerResources:
 class SavedTensor:
     """A tensor the model keeps alive: saved for backward, or live at inference."""
 
-    layer: str          # top-level layer name, or "input" / "loss"
-    what: str           # e.g. "relu2 output", "indices", "mask"
+    layer: str  # top-level layer name, or "input" / "loss"
+    what: str  # e.g. "relu2 output", "indices", "mask"
     shape: tuple[int, ...]
-    dtype: str          # "float32", "int64" or "bool"
-    storage: int = 0    # identity of the underlying storage (views share it)
+    dtype: str  # "float32", "int64" or "bool"
+    storage: int = 0  # identity of the underlying storage (views share it)
 
     @property
     def nbytes(self) -> int:
@@ -148,14 +159,20 @@ class MemoryBreakdown:
         return self.params + self.grads + self.optimizer_state + self.activations
 
     def items(self) -> list[tuple[str, int]]:
-        return [("parameters", self.params), ("gradients", self.grads),
-                (f"optimizer state ({self.optimizer})", self.optimizer_state),
-                ("activations saved for backward", self.activations), ("total", self.total)]
+        return [
+            ("parameters", self.params),
+            ("gradients", self.grads),
+            (f"optimizer state ({self.optimizer})", self.optimizer_state),
+            ("activations saved for backward", self.activations),
+            ("total", self.total),
+        ]
 
     def table(self, markdown: bool = False) -> str:
-        return format_table(["component", "bytes", "size"],
-                            [(name, value, format_bytes(value)) for name, value in self.items()],
-                            markdown=markdown)
+        return format_table(
+            ["component", "bytes", "size"],
+            [(name, value, format_bytes(value)) for name, value in self.items()],
+            markdown=markdown,
+        )
 
     def __str__(self) -> str:
         return self.table()
@@ -212,7 +229,9 @@ class Resources:
         for layer in self.layers:
             if layer.name == name:
                 return layer
-        raise KeyError(f"no layer {name!r}; layers are {', '.join(l.name for l in self.layers)}")
+        raise KeyError(
+            f"no layer {name!r}; layers are {', '.join(layer.name for layer in self.layers)}"
+        )
 
     # -- memory
 
@@ -230,9 +249,12 @@ class Resources:
         _check_choice("optimizer", optimizer, OPTIMIZER_STATE_COPIES)
         params = self.params * FLOAT32_BYTES
         return MemoryBreakdown(
-            optimizer=optimizer, params=params, grads=params,
+            optimizer=optimizer,
+            params=params,
+            grads=params,
             optimizer_state=OPTIMIZER_STATE_COPIES[optimizer] * params,
-            activations=sum(tensor.nbytes for tensor in self.saved_tensors(device)))
+            activations=sum(tensor.nbytes for tensor in self.saved_tensors(device)),
+        )
 
     def largest_inference_pair(self) -> tuple[str, int]:
         """(op, bytes) of the op whose input plus output is largest at inference."""
@@ -251,33 +273,76 @@ class Resources:
 
     def table(self, markdown: bool = False) -> str:
         """Per-layer rows and a totals row; MACs, FLOPs and memory in human units."""
-        headers = ["layer", "output shape", "weights", "biases", "params", "MACs", "FLOPs",
-                   "activations", "act. memory"]
+        headers = [
+            "layer",
+            "output shape",
+            "weights",
+            "biases",
+            "params",
+            "MACs",
+            "FLOPs",
+            "activations",
+            "act. memory",
+        ]
 
         def row(name, shape, weights, biases, macs, flops, activations):
-            return [name, shape, weights, biases, weights + biases,
-                    format_count(macs) if macs else "-", format_flops(flops) if flops else "-",
-                    activations, format_bytes(activations * FLOAT32_BYTES)]
+            return [
+                name,
+                shape,
+                weights,
+                biases,
+                weights + biases,
+                format_count(macs) if macs else "-",
+                format_flops(flops) if flops else "-",
+                activations,
+                format_bytes(activations * FLOAT32_BYTES),
+            ]
 
-        rows = [row(layer.name, layer.output_shape, layer.weights, layer.biases, layer.macs,
-                    layer.flops, layer.activations) for layer in self.layers]
-        rows.append(row(f"total ({format_count(self.params)} params)", self.input_shape,
-                        self.weights, self.biases, self.macs, self.flops, self.activations))
+        rows = [
+            row(
+                layer.name,
+                layer.output_shape,
+                layer.weights,
+                layer.biases,
+                layer.macs,
+                layer.flops,
+                layer.activations,
+            )
+            for layer in self.layers
+        ]
+        rows.append(
+            row(
+                f"total ({format_count(self.params)} params)",
+                self.input_shape,
+                self.weights,
+                self.biases,
+                self.macs,
+                self.flops,
+                self.activations,
+            )
+        )
         return format_table(headers, _right_align(rows, (5, 6, 8)), markdown=markdown)
 
     def summary(self, optimizer: str = "sgd") -> str:
         """One line: parameters, FLOPs and memory."""
-        return (f"{self.spec.describe()} at {self.batch_size}x{self.spec.in_channels}x"
-                f"{self.input_size}x{self.input_size}: {format_count(self.params)} params, "
-                f"{format_flops(self.flops)}, training ({optimizer}) "
-                f"{format_bytes(self.training_memory(optimizer).total)}, inference "
-                f"{format_bytes(self.inference_memory())}")
+        return (
+            f"{self.spec.describe()} at {self.batch_size}x{self.spec.in_channels}x"
+            f"{self.input_size}x{self.input_size}: {format_count(self.params)} params, "
+            f"{format_flops(self.flops)}, training ({optimizer}) "
+            f"{format_bytes(self.training_memory(optimizer).total)}, inference "
+            f"{format_bytes(self.inference_memory())}"
+        )
 
 
 # ----------------------------------------------------------------------------- computing
 
-def resources(spec: Spec | str | None = None, input_size: int | None = None,
-              batch_size: int = 1, bias: bool = True) -> Resources:
+
+def resources(
+    spec: Spec | str | None = None,
+    input_size: int | None = None,
+    batch_size: int = 1,
+    bias: bool = True,
+) -> Resources:
     """Resources of `spec` (a Spec, 'nin', 'alexnet' or None for NiN) for square inputs.
 
     `input_size` defaults to ``spec.input_size``; it is validated like a real batch
@@ -294,25 +359,34 @@ def resources(spec: Spec | str | None = None, input_size: int | None = None,
 
     layers = []
     current: tuple[int, ...] = shape
-    for layer, out, params in zip(spec.layers, layer_shapes(spec, shape),
-                                  layer_params(spec, bias=bias)):
+    for layer, out, params in zip(
+        spec.layers, layer_shapes(spec, shape), layer_params(spec, bias=bias)
+    ):
         macs = 0
         if isinstance(layer, ConvBlock):
             channels = current[1]
             for conv, conv_shape in zip(layer.convs, conv_shapes(layer, current)):
-                macs += math.prod(conv_shape) * channels * conv.kernel_size ** 2
+                macs += math.prod(conv_shape) * channels * conv.kernel_size**2
                 channels = conv.out_channels
         elif isinstance(layer, Dense):
             macs = current[0] * current[1] * layer.units
-        layers.append(LayerResources(out.name, layer_kind(layer), out.output_shape,
-                                     params.weights, params.biases, macs, 2 * macs,
-                                     math.prod(out.output_shape)))
+        layers.append(
+            LayerResources(
+                out.name,
+                layer_kind(layer),
+                out.output_shape,
+                params.weights,
+                params.biases,
+                macs,
+                2 * macs,
+                math.prod(out.output_shape),
+            )
+        )
         current = out.output_shape
     return Resources(spec, size, batch_size, bias, tuple(layers))
 
 
-def _trace(spec: Spec, input_shape: tuple[int, ...], *, training: bool,
-           device: str) -> list[_Op]:
+def _trace(spec: Spec, input_shape: tuple[int, ...], *, training: bool, device: str) -> list[_Op]:
     """The ops PyTorch runs for `spec`, with the tensors each allocates and saves."""
     counter = iter(range(1, 1 << 62))
 
@@ -324,7 +398,8 @@ def _trace(spec: Spec, input_shape: tuple[int, ...], *, training: bool,
     for name, layer, out in zip(spec.layer_names(), spec.layers, layer_shapes(spec, input_shape)):
         if isinstance(layer, ConvBlock):
             for index, (conv, conv_shape) in enumerate(
-                    zip(layer.convs, conv_shapes(layer, current.shape)), start=1):
+                zip(layer.convs, conv_shapes(layer, current.shape)), start=1
+            ):
                 conv_out = new(name, f"conv{index} output", conv_shape)
                 ops.append(_Op(name, f"conv{index}", current, conv_out, (current,)))
                 current = conv_out
@@ -362,9 +437,19 @@ def _trace(spec: Spec, input_shape: tuple[int, ...], *, training: bool,
     if training:
         batch = input_shape[0]
         log_probs = new("loss", "log-softmax output", current.shape)
-        ops.append(_Op("loss", "cross_entropy", current, log_probs,
-                       (log_probs, new("loss", "targets", (batch,), "int64"),
-                        new("loss", "total weight", (), "float32"))))
+        ops.append(
+            _Op(
+                "loss",
+                "cross_entropy",
+                current,
+                log_probs,
+                (
+                    log_probs,
+                    new("loss", "targets", (batch,), "int64"),
+                    new("loss", "total weight", (), "float32"),
+                ),
+            )
+        )
     return ops
 
 
@@ -384,9 +469,16 @@ def _check_choice(name: str, value: str, allowed) -> None:
 
 # ----------------------------------------------------------------------------- comparison
 
-def compare_models(specs=("nin", "alexnet"), input_size: int | None = None,
-                   batch_size: int = 1, *, optimizer: str = "sgd", bias: bool = True,
-                   markdown: bool = False) -> str:
+
+def compare_models(
+    specs=("nin", "alexnet"),
+    input_size: int | None = None,
+    batch_size: int = 1,
+    *,
+    optimizer: str = "sgd",
+    bias: bool = True,
+    markdown: bool = False,
+) -> str:
     """A summary table of several networks (e.g. NiN vs AlexNet) for the report.
 
     `specs` are Specs or names; `input_size` None uses each spec's own size. Columns: exact
@@ -396,11 +488,26 @@ def compare_models(specs=("nin", "alexnet"), input_size: int | None = None,
     rows = []
     for spec in specs:
         result = resources(spec, input_size, batch_size, bias)
-        rows.append([result.spec.describe(), result.input_shape, result.params,
-                     format_count(result.params), format_flops(result.flops),
-                     result.activations,
-                     format_bytes(result.training_memory(optimizer).total),
-                     format_bytes(result.inference_memory())])
-    headers = ["model", "input (NCHW)", "params", "params (human)", "FLOPs", "activations",
-               f"training memory ({optimizer})", "inference memory"]
+        rows.append(
+            [
+                result.spec.describe(),
+                result.input_shape,
+                result.params,
+                format_count(result.params),
+                format_flops(result.flops),
+                result.activations,
+                format_bytes(result.training_memory(optimizer).total),
+                format_bytes(result.inference_memory()),
+            ]
+        )
+    headers = [
+        "model",
+        "input (NCHW)",
+        "params",
+        "params (human)",
+        "FLOPs",
+        "activations",
+        f"training memory ({optimizer})",
+        "inference memory",
+    ]
     return format_table(headers, _right_align(rows, (3, 4, 6, 7)), markdown=markdown)

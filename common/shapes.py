@@ -9,7 +9,7 @@ Core layer.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 
@@ -54,8 +54,12 @@ def _next_shape(layer, shape: tuple[int, ...]) -> tuple[int, ...]:
         return conv_shapes(layer, shape)[-1]
     if isinstance(layer, MaxPool):
         batch, channels, height, width = shape
-        return (batch, channels, conv_output_size(height, layer.kernel_size, layer.stride),
-                conv_output_size(width, layer.kernel_size, layer.stride))
+        return (
+            batch,
+            channels,
+            conv_output_size(height, layer.kernel_size, layer.stride),
+            conv_output_size(width, layer.kernel_size, layer.stride),
+        )
     if isinstance(layer, GlobalAvgPool):
         return (*shape[:2], 1, 1)
     if isinstance(layer, Flatten):
@@ -70,7 +74,7 @@ def _next_shape(layer, shape: tuple[int, ...]) -> tuple[int, ...]:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-@lru_cache(maxsize=None)
+@cache
 def min_input_size(spec: Spec) -> int:
     """The smallest square input for which every layer's output is at least 1x1."""
     size = 1
@@ -112,7 +116,7 @@ def layer_params(spec: Spec, *, bias: bool = True) -> list[LayerParams]:
         if isinstance(layer, ConvBlock):
             channels = shape[1]
             for conv in layer.convs:
-                weights += conv.out_channels * channels * conv.kernel_size ** 2
+                weights += conv.out_channels * channels * conv.kernel_size**2
                 biases += conv.out_channels
                 channels = conv.out_channels
         elif isinstance(layer, Dense):
@@ -130,29 +134,39 @@ def count_params(spec: Spec, *, bias: bool = True) -> int:
 def check_input_shape(spec: Spec, shape: tuple[int, ...]) -> None:
     """Raise a ValueError that says what is wrong and what is allowed, before any framework."""
     if len(shape) != 4:
-        raise ValueError(f"expected a 4-D NCHW batch (N, {spec.in_channels}, H, W), "
-                         f"got a {len(shape)}-D array of shape {tuple(shape)}")
+        raise ValueError(
+            f"expected a 4-D NCHW batch (N, {spec.in_channels}, H, W), "
+            f"got a {len(shape)}-D array of shape {tuple(shape)}"
+        )
     batch, channels, height, width = shape
     if batch < 1:
         raise ValueError(f"expected at least one image, got shape {tuple(shape)}")
     if channels != spec.in_channels:
-        raise ValueError(f"expected {spec.in_channels} input channel(s) (NCHW), got {channels} "
-                         f"in shape {tuple(shape)}")
+        raise ValueError(
+            f"expected {spec.in_channels} input channel(s) (NCHW), got {channels} "
+            f"in shape {tuple(shape)}"
+        )
     if spec.fixed_input_size:
         if (height, width) != (spec.input_size, spec.input_size):
-            raise ValueError(f"{spec.name} has a Dense layer after Flatten, so it takes exactly "
-                             f"{spec.input_size}x{spec.input_size} images, got {height}x{width}")
+            raise ValueError(
+                f"{spec.name} has a Dense layer after Flatten, so it takes exactly "
+                f"{spec.input_size}x{spec.input_size} images, got {height}x{width}"
+            )
         return
     smallest = min_input_size(spec)
     if min(height, width) < smallest:
-        raise ValueError(f"{spec.name} needs images of at least {smallest}x{smallest} pixels, "
-                         f"got {height}x{width}")
+        raise ValueError(
+            f"{spec.name} needs images of at least {smallest}x{smallest} pixels, "
+            f"got {height}x{width}"
+        )
 
 
 def check_layer_name(spec: Spec, name: str) -> None:
     if name not in spec.layer_names():
-        raise ValueError(f"{spec.describe()} has no layer {name!r}; its layers are "
-                         f"{', '.join(spec.layer_names())}")
+        raise ValueError(
+            f"{spec.describe()} has no layer {name!r}; its layers are "
+            f"{', '.join(spec.layer_names())}"
+        )
 
 
 def as_input_batch(spec: Spec, images) -> np.ndarray:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass, field, replace
-from typing import Union
 
 
 @dataclass(frozen=True)
@@ -67,7 +66,7 @@ class Dense:
     relu: bool = True
 
 
-Layer = Union[ConvBlock, MaxPool, Dropout, GlobalAvgPool, Flatten, Dense]
+Layer = ConvBlock | MaxPool | Dropout | GlobalAvgPool | Flatten | Dense
 
 LAYER_KINDS = {
     MaxPool: "max_pool",
@@ -107,16 +106,23 @@ class Spec:
             if kinds.count(kind) == 1:
                 names.append(kind)
             else:
-                names.append(f"{kind}_{kinds[:index + 1].count(kind)}")
+                names.append(f"{kind}_{kinds[: index + 1].count(kind)}")
         return names
 
     def describe(self) -> str:
         """The spec's name and the options that differ from the factory's defaults."""
         factory = SPECS.get(self.name)
-        defaults = ({name: parameter.default for name, parameter
-                     in inspect.signature(factory).parameters.items()} if factory else {})
-        changed = ", ".join(f"{key}={value}" for key, value in self.options.items()
-                            if defaults.get(key) != value)
+        defaults = (
+            {
+                name: parameter.default
+                for name, parameter in inspect.signature(factory).parameters.items()
+            }
+            if factory
+            else {}
+        )
+        changed = ", ".join(
+            f"{key}={value}" for key, value in self.options.items() if defaults.get(key) != value
+        )
         return f"{self.name}({changed})" if changed else self.name
 
     def to_dict(self) -> dict:
@@ -133,8 +139,11 @@ class Spec:
 
 def _layer_to_dict(layer: Layer) -> dict:
     if isinstance(layer, ConvBlock):
-        return {"type": "ConvBlock", "kind": layer.kind,
-                "convs": [vars(conv).copy() for conv in layer.convs]}
+        return {
+            "type": "ConvBlock",
+            "kind": layer.kind,
+            "convs": [vars(conv).copy() for conv in layer.convs],
+        }
     return {"type": type(layer).__name__, **vars(layer)}
 
 
@@ -143,9 +152,16 @@ _LAYER_TYPES = {cls.__name__: cls for cls in (MaxPool, Dropout, GlobalAvgPool, F
 
 # Bounds on what a spec read from a file may say: generous for any NiN or AlexNet, and small
 # enough that no arithmetic on it (shapes, the smallest input) can run away.
-_LIMITS = {"out_channels": (1, 1 << 16), "kernel_size": (1, 64), "stride": (1, 64),
-           "padding": (0, 64), "units": (1, 1 << 16), "in_channels": (1, 1 << 10),
-           "num_classes": (1, 1 << 16), "input_size": (1, 8192)}
+_LIMITS = {
+    "out_channels": (1, 1 << 16),
+    "kernel_size": (1, 64),
+    "stride": (1, 64),
+    "padding": (0, 64),
+    "units": (1, 1 << 16),
+    "in_channels": (1, 1 << 10),
+    "num_classes": (1, 1 << 16),
+    "input_size": (1, 8192),
+}
 
 
 def spec_from_dict(data: dict) -> Spec:
@@ -165,8 +181,12 @@ def spec_from_dict(data: dict) -> Spec:
             convs = item.get("convs")
             if not isinstance(convs, list) or not 1 <= len(convs) <= 16:
                 raise ValueError("a ConvBlock holds 1 to 16 convolutions")
-            layers.append(ConvBlock(tuple(Conv(**_checked(conv)) for conv in convs),
-                                    str(item.get("kind", "nin_block"))))
+            layers.append(
+                ConvBlock(
+                    tuple(Conv(**_checked(conv)) for conv in convs),
+                    str(item.get("kind", "nin_block")),
+                )
+            )
         elif kind in _LAYER_TYPES:
             layers.append(_LAYER_TYPES[kind](**_checked(item)))
         else:
@@ -175,10 +195,18 @@ def spec_from_dict(data: dict) -> Spec:
     options = data.get("options", {})
     if not isinstance(options, dict):
         raise ValueError("spec options must be a dict")
-    options = {key: tuple(value) if isinstance(value, list) else value  # JSON has no tuples
-               for key, value in options.items()}
-    return Spec(data["name"], top["in_channels"], top["num_classes"], tuple(layers),
-                top["input_size"], dict(options))
+    options = {
+        key: tuple(value) if isinstance(value, list) else value  # JSON has no tuples
+        for key, value in options.items()
+    }
+    return Spec(
+        data["name"],
+        top["in_channels"],
+        top["num_classes"],
+        tuple(layers),
+        top["input_size"],
+        dict(options),
+    )
 
 
 def _checked(fields: dict) -> dict:
@@ -188,8 +216,9 @@ def _checked(fields: dict) -> dict:
         if key in _LIMITS:
             low, high = _LIMITS[key]
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{key} must be a whole number in {low}..{high}, "
-                                 f"got {value!r:.40}")
+                raise ValueError(
+                    f"{key} must be a whole number in {low}..{high}, got {value!r:.40}"
+                )
         elif key == "rate":
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
                 raise ValueError(f"rate must be in [0, 1), got {value!r:.40}")
@@ -205,22 +234,38 @@ NIN_BLOCKS = ((96, 11, 4, 0), (256, 5, 1, 2), (384, 3, 1, 1), (None, 3, 1, 1))
 BOOK_WIDTHS = (96, 256, 384)
 
 
-def nin_block_convs(out_channels: int, kernel_size: int, stride: int, padding: int,
-                    num_1x1: int = 2, final_relu: bool = True) -> tuple[Conv, ...]:
+def nin_block_convs(
+    out_channels: int,
+    kernel_size: int,
+    stride: int,
+    padding: int,
+    num_1x1: int = 2,
+    final_relu: bool = True,
+) -> tuple[Conv, ...]:
     """One spatial convolution, then `num_1x1` 1x1 convolutions ("the MLP layer").
 
     `final_relu=False` leaves the block's last convolution linear.
     """
-    convs = (Conv(out_channels, kernel_size, stride, padding),
-             *(Conv(out_channels, 1) for _ in range(num_1x1)))
+    convs = (
+        Conv(out_channels, kernel_size, stride, padding),
+        *(Conv(out_channels, 1) for _ in range(num_1x1)),
+    )
     if not final_relu:
         convs = (*convs[:-1], replace(convs[-1], relu=False))
     return convs
 
 
-def nin_spec(*, in_channels: int = 1, num_classes: int = 10, num_1x1: int = 2,
-             dropout: float = 0.5, final_relu: bool = True, head_width: int = 0,
-             widths: tuple[int, int, int] = BOOK_WIDTHS, input_size: int = 224) -> Spec:
+def nin_spec(
+    *,
+    in_channels: int = 1,
+    num_classes: int = 10,
+    num_1x1: int = 2,
+    dropout: float = 0.5,
+    final_relu: bool = True,
+    head_width: int = 0,
+    widths: tuple[int, int, int] = BOOK_WIDTHS,
+    input_size: int = 224,
+) -> Spec:
     """The book's Fashion-MNIST NiN (d2l 7.3), with the chapter's exercises as options.
 
     - `num_1x1`: 1x1 convolutions per block (exercise 2 removes one).
@@ -257,40 +302,69 @@ def nin_spec(*, in_channels: int = 1, num_classes: int = 10, num_1x1: int = 2,
     _, kernel, stride, padding = NIN_BLOCKS[-1]
     if head_width:
         layers.append(ConvBlock(nin_block_convs(head_width, kernel, stride, padding, num_1x1)))
-    layers.append(ConvBlock(nin_block_convs(num_classes, kernel, stride, padding, num_1x1,
-                                            final_relu)))
+    layers.append(
+        ConvBlock(nin_block_convs(num_classes, kernel, stride, padding, num_1x1, final_relu))
+    )
     layers += [GlobalAvgPool(), Flatten()]
-    options = dict(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
-                   dropout=dropout, final_relu=final_relu, head_width=head_width,
-                   widths=widths, input_size=input_size)
+    options = dict(
+        in_channels=in_channels,
+        num_classes=num_classes,
+        num_1x1=num_1x1,
+        dropout=dropout,
+        final_relu=final_relu,
+        head_width=head_width,
+        widths=widths,
+        input_size=input_size,
+    )
     return Spec("nin", in_channels, num_classes, tuple(layers), input_size, options)
 
 
 # Exercise 5: a family of NiN-like networks, as VGG-11/16/19 are, growing width and depth
 # together: (widths of the three feature blocks, 1x1 convolutions per block). NiN-M is the
 # book's network.
-NIN_FAMILY = {"nin-s": ((64, 192, 256), 1), "nin-m": (BOOK_WIDTHS, 2),
-              "nin-l": ((128, 384, 512), 3)}
+NIN_FAMILY = {
+    "nin-s": ((64, 192, 256), 1),
+    "nin-m": (BOOK_WIDTHS, 2),
+    "nin-l": ((128, 384, 512), 3),
+}
 
 
 def _family_member(name: str, widths: tuple[int, int, int], num_1x1: int):
-    def factory(*, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
-                final_relu: bool = True, head_width: int = 0, input_size: int = 224) -> Spec:
-        spec = nin_spec(in_channels=in_channels, num_classes=num_classes, num_1x1=num_1x1,
-                        dropout=dropout, final_relu=final_relu, head_width=head_width,
-                        widths=widths, input_size=input_size)
-        options = {key: value for key, value in spec.options.items()
-                   if key not in ("widths", "num_1x1")}
+    def factory(
+        *,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        dropout: float = 0.5,
+        final_relu: bool = True,
+        head_width: int = 0,
+        input_size: int = 224,
+    ) -> Spec:
+        spec = nin_spec(
+            in_channels=in_channels,
+            num_classes=num_classes,
+            num_1x1=num_1x1,
+            dropout=dropout,
+            final_relu=final_relu,
+            head_width=head_width,
+            widths=widths,
+            input_size=input_size,
+        )
+        options = {
+            key: value for key, value in spec.options.items() if key not in ("widths", "num_1x1")
+        }
         return replace(spec, name=name, options=options)
 
     factory.__name__ = name.replace("-", "_") + "_spec"
-    factory.__doc__ = (f"{name.upper()}: NiN with feature blocks of {widths} channels and "
-                       f"{num_1x1} 1x1 convolution(s) per block (exercise 5).")
+    factory.__doc__ = (
+        f"{name.upper()}: NiN with feature blocks of {widths} channels and "
+        f"{num_1x1} 1x1 convolution(s) per block (exercise 5)."
+    )
     return factory
 
 
-def alexnet_spec(*, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5,
-                 input_size: int = 224) -> Spec:
+def alexnet_spec(
+    *, in_channels: int = 1, num_classes: int = 10, dropout: float = 0.5, input_size: int = 224
+) -> Spec:
     """The book's Fashion-MNIST AlexNet (d2l 7.1), to compare with NiN's parameter budget."""
     _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
 
@@ -298,21 +372,32 @@ def alexnet_spec(*, in_channels: int = 1, num_classes: int = 10, dropout: float 
         return ConvBlock((Conv(*args),), kind="conv")
 
     layers = (
-        conv(96, 11, 4, 1), MaxPool(3, 2),
-        conv(256, 5, 1, 2), MaxPool(3, 2),
-        conv(384, 3, 1, 1), conv(384, 3, 1, 1), conv(256, 3, 1, 1), MaxPool(3, 2),
+        conv(96, 11, 4, 1),
+        MaxPool(3, 2),
+        conv(256, 5, 1, 2),
+        MaxPool(3, 2),
+        conv(384, 3, 1, 1),
+        conv(384, 3, 1, 1),
+        conv(256, 3, 1, 1),
+        MaxPool(3, 2),
         Flatten(),
-        Dense(4096), Dropout(dropout),
-        Dense(4096), Dropout(dropout),
+        Dense(4096),
+        Dropout(dropout),
+        Dense(4096),
+        Dropout(dropout),
         Dense(num_classes, relu=False),
     )
-    options = dict(in_channels=in_channels, num_classes=num_classes, dropout=dropout,
-                   input_size=input_size)
+    options = dict(
+        in_channels=in_channels, num_classes=num_classes, dropout=dropout, input_size=input_size
+    )
     return Spec("alexnet", in_channels, num_classes, layers, input_size, options)
 
 
-SPECS = {"nin": nin_spec, "alexnet": alexnet_spec,
-         **{name: _family_member(name, *shape) for name, shape in NIN_FAMILY.items()}}
+SPECS = {
+    "nin": nin_spec,
+    "alexnet": alexnet_spec,
+    **{name: _family_member(name, *shape) for name, shape in NIN_FAMILY.items()},
+}
 
 
 def make_spec(spec: Spec | str | None = None, **overrides) -> Spec:
@@ -332,8 +417,9 @@ def make_spec(spec: Spec | str | None = None, **overrides) -> Spec:
     allowed = inspect.signature(SPECS[spec]).parameters
     unknown = sorted(set(options) - set(allowed))
     if unknown:
-        raise ValueError(f"unknown option(s) {', '.join(unknown)} for {spec}; "
-                         f"allowed: {', '.join(allowed)}")
+        raise ValueError(
+            f"unknown option(s) {', '.join(unknown)} for {spec}; allowed: {', '.join(allowed)}"
+        )
     return SPECS[spec](**options)
 
 

@@ -38,19 +38,19 @@ class Step:
     ``name``.
     """
 
-    path: str                  # where it sits in the reader's model: "net.0.0", "conv1"
+    path: str  # where it sits in the reader's model: "net.0.0", "conv1"
     kind: str
-    detail: str                # the framework's name for it: "Conv2d", "F.relu", "Conv2D"
+    detail: str  # the framework's name for it: "Conv2d", "F.relu", "Conv2D"
     output_shape: tuple[int, ...]
     config: dict = field(default_factory=dict)
-    param: int | None = None   # the parameterised step's number
+    param: int | None = None  # the parameterised step's number
     input_shape: tuple[int, ...] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Step":
+    def from_dict(cls, data: dict) -> Step:
         data = dict(data)
         for key in ("output_shape", "input_shape"):
             if data.get(key) is not None:
@@ -62,16 +62,16 @@ class Step:
 class ModelTrace:
     """A forward pass of one input through a reader's model."""
 
-    framework: str                       # the registry's backend name
-    model_type: str                      # e.g. "torch.nn.Sequential"
+    framework: str  # the registry's backend name
+    model_type: str  # e.g. "torch.nn.Sequential"
     steps: list[Step]
     output_shape: tuple[int, ...] | None  # None when the pass failed
     # canonical (weight shape, bias shape or None) of each parameterised step, by number
     param_shapes: list[tuple[tuple[int, ...], tuple[int, ...] | None]]
     total_params: int
     trainable_params: int
-    error: str | None = None             # why the pass failed
-    error_at: str | None = None          # in which layer (a path as the steps have them)
+    error: str | None = None  # why the pass failed
+    error_at: str | None = None  # in which layer (a path as the steps have them)
     frozen: list[str] = field(default_factory=list)  # parameterised steps that do not train
 
     @property

@@ -21,9 +21,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable, Iterable
 from contextlib import closing, contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Callable, Iterable
 
 import numpy as np
 
@@ -41,10 +41,11 @@ class Recipe:
     """How each step trains: optimizer, learning-rate schedule, clipping and input treatment.
 
     ``Recipe()`` is plain Adam at a constant rate (the library default); the CLI's presets
-    (``PRESETS`` in :mod:`common.tools.config`) are the tuned recipes. Every field means the same in every backend:
-    the learning rate of step t is :meth:`learning_rate`, gradients are clipped to a global
-    L2 norm as ``torch.nn.utils.clip_grad_norm_`` does, and weight decay is L2 added to the
-    gradient (PyTorch's and MXNet's ``weight_decay``/``wd``; not Keras's decoupled one).
+    (``PRESETS`` in :mod:`common.tools.config`) are the tuned recipes. Every field means the
+    same in every backend: the learning rate of step t is :meth:`learning_rate`, gradients are
+    clipped to a global L2 norm as ``torch.nn.utils.clip_grad_norm_`` does, and weight decay is
+    L2 added to the gradient (PyTorch's and MXNet's ``weight_decay``/``wd``; not Keras's
+    decoupled one).
     """
 
     optimizer: str = "adam"
@@ -54,16 +55,17 @@ class Recipe:
     # the same place: see nin_torch.train.Trainer._match_keras_adam_epsilon.
     adam_epsilon: float = 1e-8
     weight_decay: float = 0.0
-    warmup_steps: int = 0        # linear warm-up from lr/warmup_steps to lr
-    schedule: str = "constant"   # after warm-up: "constant" or "cosine" (to 0 at the last step)
-    clip_norm: float = 0.0       # global gradient-norm clipping; 0 is off
-    standardize: bool = False    # inputs to zero mean, unit variance (Fashion-MNIST's statistics)
-    augment: bool = False        # random 28x28 crops of the 2-pixel-padded image, random flips
+    warmup_steps: int = 0  # linear warm-up from lr/warmup_steps to lr
+    schedule: str = "constant"  # after warm-up: "constant" or "cosine" (to 0 at the last step)
+    clip_norm: float = 0.0  # global gradient-norm clipping; 0 is off
+    standardize: bool = False  # inputs to zero mean, unit variance (Fashion-MNIST's statistics)
+    augment: bool = False  # random 28x28 crops of the 2-pixel-padded image, random flips
 
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
-            raise ValueError(f"unknown optimizer {self.optimizer!r}; "
-                             f"choose from {', '.join(OPTIMIZERS)}")
+            raise ValueError(
+                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+            )
         if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
             raise ValueError(f"learning rate must be a positive number, got {self.lr}")
         if not 0 <= self.momentum < 1:
@@ -72,17 +74,21 @@ class Recipe:
             raise ValueError(f"adam_epsilon must be a positive number, got {self.adam_epsilon}")
         if not (0 <= self.weight_decay < 1):
             raise ValueError(f"weight decay must be in [0, 1), got {self.weight_decay}")
-        if isinstance(self.warmup_steps, bool) or not isinstance(self.warmup_steps, int) \
-                or self.warmup_steps < 0:
+        if (
+            isinstance(self.warmup_steps, bool)
+            or not isinstance(self.warmup_steps, int)
+            or self.warmup_steps < 0
+        ):
             raise ValueError(f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r}")
         if self.schedule not in SCHEDULES:
-            raise ValueError(f"unknown schedule {self.schedule!r}; "
-                             f"choose from {', '.join(SCHEDULES)}")
+            raise ValueError(
+                f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
+            )
         if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
             raise ValueError(f"clip norm must be >= 0 (0 is off), got {self.clip_norm}")
 
     @classmethod
-    def book(cls) -> "Recipe":
+    def book(cls) -> Recipe:
         """d2l 7.3: plain minibatch SGD, learning rate 0.1."""
         return cls(optimizer="sgd", lr=0.1)
 
@@ -121,7 +127,7 @@ class Recipe:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Recipe":
+    def from_dict(cls, data: dict) -> Recipe:
         known = {item.name for item in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -141,7 +147,7 @@ class TrainingDiverged(RuntimeError):
 class TrainingStopped(Exception):
     """A stop was requested (SIGINT/SIGTERM) and honoured after a complete step."""
 
-    def __init__(self, reason: str, state: "TrainingState"):
+    def __init__(self, reason: str, state: TrainingState):
         super().__init__(reason)
         self.reason, self.state = reason, state
 
@@ -150,8 +156,8 @@ class TrainingStopped(Exception):
 class StepMetrics:
     """Training loss and accuracy averaged over the steps since the previous point."""
 
-    step: int            # optimisation steps done
-    epoch: float         # fractional epoch, as the book's animator plots
+    step: int  # optimisation steps done
+    epoch: float  # fractional epoch, as the book's animator plots
     train_loss: float
     train_accuracy: float
 
@@ -206,27 +212,38 @@ class TrainingState:
     points: list[StepMetrics] = field(default_factory=list)
 
     def to_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batch, "step": self.step,
-                "epoch_sums": asdict(self.epoch_sums), "point_sums": asdict(self.point_sums),
-                "epoch_seconds": self.epoch_seconds,
-                "history": [asdict(item) for item in self.history],
-                "points": [asdict(item) for item in self.points]}
+        return {
+            "epoch": self.epoch,
+            "batch": self.batch,
+            "step": self.step,
+            "epoch_sums": asdict(self.epoch_sums),
+            "point_sums": asdict(self.point_sums),
+            "epoch_seconds": self.epoch_seconds,
+            "history": [asdict(item) for item in self.history],
+            "points": [asdict(item) for item in self.points],
+        }
 
     @classmethod
-    def from_dict(cls, data: dict) -> "TrainingState":
+    def from_dict(cls, data: dict) -> TrainingState:
         """The inverse of :meth:`to_dict`; ValueError/TypeError for anything else."""
         position = [data["epoch"], data["batch"], data["step"]]
-        if not all(isinstance(value, int) and not isinstance(value, bool) and value >= 0
-                   for value in position):
+        if not all(
+            isinstance(value, int) and not isinstance(value, bool) and value >= 0
+            for value in position
+        ):
             raise ValueError(f"a position is whole numbers >= 0, got {position!r:.80}")
         sums = [_Sums(**data[key]) for key in ("epoch_sums", "point_sums")]
         numbers = [value for item in sums for value in vars(item).values()]
         numbers.append(data["epoch_seconds"])
         if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in numbers):
             raise ValueError("the running sums must be finite numbers")
-        return cls(*position, *sums, float(data["epoch_seconds"]),
-                   [EpochMetrics(**item) for item in data["history"]],
-                   [StepMetrics(**item) for item in data["points"]])
+        return cls(
+            *position,
+            *sums,
+            float(data["epoch_seconds"]),
+            [EpochMetrics(**item) for item in data["history"]],
+            [StepMetrics(**item) for item in data["points"]],
+        )
 
 
 def accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable) -> float:
@@ -235,8 +252,9 @@ def accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable) -> 
     return float((predicted == labels).mean())
 
 
-def predict_classes(predict: Callable[[np.ndarray], np.ndarray],
-                    batches: Iterable) -> tuple[np.ndarray, np.ndarray]:
+def predict_classes(
+    predict: Callable[[np.ndarray], np.ndarray], batches: Iterable
+) -> tuple[np.ndarray, np.ndarray]:
     """(predicted classes, true labels) over `batches`; `predict` maps images to logits."""
     predicted, labels = [], []
     for images, batch_labels in batches:
@@ -272,15 +290,14 @@ class Trainer:
         self.recipe = recipe or Recipe()
         self.seed = seed
         self.fast = fast
-        self.step_count = 0          # optimisation steps taken: the schedule's position
+        self.step_count = 0  # optimisation steps taken: the schedule's position
         self.total_steps: int | None = None
-        self.state: TrainingState | None = None        # of the last fit
+        self.state: TrainingState | None = None  # of the last fit
         self.test_predictions: np.ndarray | None = None  # after the last scored epoch
         self.data_seconds = 0.0
 
     # -- framework hooks -------------------------------------------------------------------
-    def _train_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray, total: int) -> tuple[float, int]:
         """One optimisation step at the current learning rate on `images`, part of a batch
         of `total` examples: (their mean loss x len(images) / total, number correct).
 
@@ -334,13 +351,21 @@ class Trainer:
     def evaluate(self, batches: Iterable) -> float:
         return accuracy(self.predict, batches)
 
-    def fit(self, train_data, test_data=None, *, epochs: int, progress: bool | None = None,
-            state: TrainingState | None = None, log_every: int | None = None,
-            checkpoint: Callable[[TrainingState], None] | None = None,
-            checkpoint_every: int | None = None,
-            stop_requested: Callable[[], str | None] | None = None,
-            on_point: Callable[[StepMetrics], None] | None = None,
-            on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+    def fit(
+        self,
+        train_data,
+        test_data=None,
+        *,
+        epochs: int,
+        progress: bool | None = None,
+        state: TrainingState | None = None,
+        log_every: int | None = None,
+        checkpoint: Callable[[TrainingState], None] | None = None,
+        checkpoint_every: int | None = None,
+        stop_requested: Callable[[], str | None] | None = None,
+        on_point: Callable[[StepMetrics], None] | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+    ) -> list[EpochMetrics]:
         """Train until `epochs` passes over `train_data` (a :class:`common.data.DataLoader`).
 
         `state` continues a run (the weights and optimizer state must already be loaded).
@@ -365,12 +390,12 @@ class Trainer:
                         if on_point:
                             on_point(point)
                     sums = state.epoch_sums
-                    bar.set_postfix(loss=f"{sums.loss / sums.seen:.3f}",
-                                    acc=f"{sums.correct / sums.seen:.4f}")
+                    bar.set_postfix(
+                        loss=f"{sums.loss / sums.seen:.3f}", acc=f"{sums.correct / sums.seen:.4f}"
+                    )
                     if state.batch < steps_per_epoch:  # (the epoch's end is handled below)
                         state.epoch_seconds = time.perf_counter() - start
-                        self._between_steps(state, stop_requested(), checkpoint,
-                                            checkpoint_every)
+                        self._between_steps(state, stop_requested(), checkpoint, checkpoint_every)
             metrics = self._end_epoch(state, test_data, time.perf_counter() - start)
             if on_epoch:
                 on_epoch(metrics)
@@ -389,29 +414,40 @@ class Trainer:
         state = self.state = copy.deepcopy(state) if state else TrainingState()
         steps_per_epoch = len(train_data)
         if state.step != state.epoch * steps_per_epoch + state.batch:
-            raise ValueError("the training state does not fit this data: "
-                             f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
-                             f"of {steps_per_epoch} batches")
+            raise ValueError(
+                "the training state does not fit this data: "
+                f"step {state.step} is not epoch {state.epoch}, batch {state.batch} "
+                f"of {steps_per_epoch} batches"
+            )
         self.total_steps, self.step_count = epochs * steps_per_epoch, state.step
         self.test_predictions, self.data_seconds = None, 0.0
         return state
 
     @contextmanager
-    def _progress(self, train_data, state: TrainingState, epoch: int, epochs: int,
-                  progress: bool | None):
+    def _progress(
+        self, train_data, state: TrainingState, epoch: int, epochs: int, progress: bool | None
+    ):
         """The epoch's remaining batches, prefetched, timed and behind a tqdm bar."""
         from tqdm import tqdm
 
         batches = prefetched(train_data.epoch(epoch, start_batch=state.batch))
-        with closing(batches), tqdm(self._timed(batches), total=len(train_data),
-                                    initial=state.batch, leave=False,
-                                    desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
-                                    disable=None if progress is None else not progress) as bar:
+        with (
+            closing(batches),
+            tqdm(
+                self._timed(batches),
+                total=len(train_data),
+                initial=state.batch,
+                leave=False,
+                desc=f"{self.backend} epoch {epoch + 1}/{epochs}",
+                disable=None if progress is None else not progress,
+            ) as bar,
+        ):
             yield bar
 
     @staticmethod
-    def _between_steps(state: TrainingState, reason: str | None, checkpoint,
-                       checkpoint_every: int | None) -> None:
+    def _between_steps(
+        state: TrainingState, reason: str | None, checkpoint, checkpoint_every: int | None
+    ) -> None:
         """Within an epoch: a checkpoint when one is due or a stop was asked for (`reason`),
         then the stop."""
         if checkpoint and (reason or (checkpoint_every and state.step % checkpoint_every == 0)):
@@ -419,17 +455,24 @@ class Trainer:
         if reason:
             raise TrainingStopped(reason, state)
 
-    def _learn(self, images: np.ndarray, labels: np.ndarray, state: TrainingState,
-               epoch: int) -> None:
+    def _learn(
+        self, images: np.ndarray, labels: np.ndarray, state: TrainingState, epoch: int
+    ) -> None:
         """One step, the NaN guard, and the running sums."""
         loss, correct = self.train_step(images, labels)
-        problem = (f"loss became {loss}" if not math.isfinite(loss) else
-                   None if self.weights_finite() else "weights became NaN or inf")
+        problem = (
+            f"loss became {loss}"
+            if not math.isfinite(loss)
+            else None
+            if self.weights_finite()
+            else "weights became NaN or inf"
+        )
         if problem:
             raise TrainingDiverged(
                 f"{self.backend}: {problem} at epoch {epoch + 1}, step {state.batch + 1} "
                 f"({self.recipe.optimizer}, lr {self.recipe.lr:g}); training stopped. "
-                f"Try a lower learning rate, e.g. --lr {self.recipe.lr / 10:g}")
+                f"Try a lower learning rate, e.g. --lr {self.recipe.lr / 10:g}"
+            )
         state.batch += 1
         state.step += 1
         for sums in (state.epoch_sums, state.point_sums):
@@ -453,8 +496,15 @@ class Trainer:
             test_accuracy = float((predicted == labels).mean())
             classes = int(len(np.unique(predicted)))
         sums = state.epoch_sums
-        metrics = EpochMetrics(state.epoch + 1, sums.loss / sums.seen, sums.correct / sums.seen,
-                               test_accuracy, sums.seen / seconds, seconds, classes)
+        metrics = EpochMetrics(
+            state.epoch + 1,
+            sums.loss / sums.seen,
+            sums.correct / sums.seen,
+            test_accuracy,
+            sums.seen / seconds,
+            seconds,
+            classes,
+        )
         state.history.append(metrics)
         state.epoch, state.batch = state.epoch + 1, 0
         state.epoch_sums, state.epoch_seconds = _Sums(), 0.0
@@ -473,10 +523,21 @@ class Trainer:
             yield batch
 
     @classmethod
-    def train(cls, net, train_data, test_data=None, *, epochs: int, lr: float = 2e-3,
-              optimizer: str = "adam", momentum: float = 0.9, seed: int = 0,
-              recipe: Recipe | None = None, progress: bool | None = None,
-              on_epoch: Callable[[EpochMetrics], None] | None = None) -> list[EpochMetrics]:
+    def train(
+        cls,
+        net,
+        train_data,
+        test_data=None,
+        *,
+        epochs: int,
+        lr: float = 2e-3,
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        seed: int = 0,
+        recipe: Recipe | None = None,
+        progress: bool | None = None,
+        on_epoch: Callable[[EpochMetrics], None] | None = None,
+    ) -> list[EpochMetrics]:
         """Train `net` in place (the book's ``train_ch6``); returns per-epoch metrics.
 
         The batch size and input size are the data loaders' (``common.data.load_data``);
@@ -484,8 +545,9 @@ class Trainer:
         """
         recipe = recipe or Recipe(optimizer=optimizer, lr=lr, momentum=momentum)
         trainer = cls(net, recipe, seed=seed)
-        return trainer.fit(train_data, test_data, epochs=epochs, progress=progress,
-                           on_epoch=on_epoch)
+        return trainer.fit(
+            train_data, test_data, epochs=epochs, progress=progress, on_epoch=on_epoch
+        )
 
 
 def default_log_every(steps_per_epoch: int) -> int:

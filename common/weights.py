@@ -33,7 +33,7 @@ class WeightsError(ValueError):
 class ParamSlot:
     """One parameterised layer (a convolution or a dense layer) in spec order."""
 
-    name: str                 # canonical prefix, e.g. "nin_block_2.1" or "dense_1"
+    name: str  # canonical prefix, e.g. "nin_block_2.1" or "dense_1"
     weight_shape: tuple[int, ...]
     # For the dense layer right after Flatten: the (C, H, W) it flattens, which NHWC
     # frameworks flatten in (H, W, C) order instead.
@@ -53,8 +53,12 @@ def param_slots(spec: Spec) -> list[ParamSlot]:
         if isinstance(layer, ConvBlock):
             channels = shape[1]
             for index, conv in enumerate(layer.convs):
-                slots.append(ParamSlot(f"{name}.{index}", (conv.out_channels, channels,
-                                                           conv.kernel_size, conv.kernel_size)))
+                slots.append(
+                    ParamSlot(
+                        f"{name}.{index}",
+                        (conv.out_channels, channels, conv.kernel_size, conv.kernel_size),
+                    )
+                )
                 channels = conv.out_channels
         elif isinstance(layer, Flatten):
             flattened_from = tuple(shape[1:])
@@ -74,8 +78,9 @@ def parameter_names(spec: Spec) -> list[str]:
 
 def slot_of(spec: Spec) -> dict[str, ParamSlot]:
     """Each canonical parameter name's layer."""
-    return {f"{slot.name}.{kind}": slot
-            for slot in param_slots(spec) for kind in ("weight", "bias")}
+    return {
+        f"{slot.name}.{kind}": slot for slot in param_slots(spec) for kind in ("weight", "bias")
+    }
 
 
 def as_float32(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -104,8 +109,9 @@ def init_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
         out_units, in_units, *kernel = slot.weight_shape
         receptive = int(np.prod(kernel)) if kernel else 1
         bound = np.sqrt(6.0 / ((in_units + out_units) * receptive))
-        arrays[f"{slot.name}.weight"] = rng.uniform(-bound, bound,
-                                                    slot.weight_shape).astype(np.float32)
+        arrays[f"{slot.name}.weight"] = rng.uniform(-bound, bound, slot.weight_shape).astype(
+            np.float32
+        )
         arrays[f"{slot.name}.bias"] = np.zeros(out_units, np.float32)
     return arrays
 
@@ -124,7 +130,8 @@ def probe_weights(spec: Spec, seed: int = 0) -> dict[str, np.ndarray]:
         weight = rng.standard_normal(slot.weight_shape, dtype=np.float32)
         arrays[f"{slot.name}.weight"] = weight * np.float32(math.sqrt(2.0 / fan_in))
         arrays[f"{slot.name}.bias"] = np.float32(0.1) * rng.standard_normal(
-            slot.weight_shape[0], dtype=np.float32)
+            slot.weight_shape[0], dtype=np.float32
+        )
     return arrays
 
 
@@ -133,24 +140,30 @@ def check_arrays(spec: Spec, arrays: dict[str, np.ndarray], source: str = "weigh
     missing = sorted(set(expected) - set(arrays))
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
-        raise WeightsError(f"{source} do not fit {spec.describe()}: "
-                           f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}")
+        raise WeightsError(
+            f"{source} do not fit {spec.describe()}: "
+            f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+        )
     for key, shape in expected.items():
         if tuple(arrays[key].shape) != shape:
-            raise WeightsError(f"{source}: {key} has shape {tuple(arrays[key].shape)}, "
-                               f"{spec.describe()} needs {shape}")
+            raise WeightsError(
+                f"{source}: {key} has shape {tuple(arrays[key].shape)}, "
+                f"{spec.describe()} needs {shape}"
+            )
 
 
-def save_weights(path: str | Path, spec: Spec, arrays: dict[str, np.ndarray],
-                 **metadata) -> Path:
+def save_weights(path: str | Path, spec: Spec, arrays: dict[str, np.ndarray], **metadata) -> Path:
     """Write `arrays` (canonical names and layouts) with the spec and metadata."""
     check_arrays(spec, arrays)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = {"format_version": FORMAT_VERSION, "spec": spec.to_dict(), "metadata": metadata}
     with open(path, "wb") as file:  # a file object keeps numpy from appending ".npz"
-        np.savez(file, __header__=np.array(json.dumps(header)),
-                 **{key: np.asarray(value, np.float32) for key, value in arrays.items()})
+        np.savez(
+            file,
+            __header__=np.array(json.dumps(header)),
+            **{key: np.asarray(value, np.float32) for key, value in arrays.items()},
+        )
     return path
 
 
@@ -211,8 +224,9 @@ class NpzReader:
             raise self._fail(f"has no array {key}")
         return self._read(key, np.dtype(np.float32), shape, 4 * math.prod(shape))
 
-    def _read(self, key: str, dtype: np.dtype | None, shape: tuple[int, ...],
-              limit: int) -> np.ndarray:
+    def _read(
+        self, key: str, dtype: np.dtype | None, shape: tuple[int, ...], limit: int
+    ) -> np.ndarray:
         info = self.zip.getinfo(f"{key}.npy")
         if info.file_size > limit + 4096:  # 4 KiB: the .npy header's own bound
             raise self._fail(f": {key} declares {info.file_size:,} bytes, more than it can hold")
@@ -232,12 +246,21 @@ class NpzReader:
                         raise ValueError(f"{key} is {found_dtype} {found_shape}, expected text")
                     dtype = found_dtype
                 elif found_dtype != dtype or tuple(found_shape) != tuple(shape):
-                    raise self._fail(f": {key} is {found_dtype} {tuple(found_shape)}, "
-                                     f"expected {dtype} {tuple(shape)}")
+                    raise self._fail(
+                        f": {key} is {found_dtype} {tuple(found_shape)}, "
+                        f"expected {dtype} {tuple(shape)}"
+                    )
                 size = dtype.itemsize * math.prod(shape)
                 data = file.read(size)
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error,
-                SyntaxError, TypeError) as error:
+        except (
+            OSError,
+            ValueError,
+            EOFError,
+            zipfile.BadZipFile,
+            zlib.error,
+            SyntaxError,
+            TypeError,
+        ) as error:
             if isinstance(error, self.error):
                 raise
             raise self._fail(f"is damaged ({key}: {' '.join(str(error).split())[:120]})") from None
@@ -261,21 +284,27 @@ def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
             raise WeightsError(f"{path} is not {what}: bad spec ({error})") from None
         # Only what decides the parameters must match: weights trained with dropout 0.5 load
         # into a dropout-0 model, and NiN weights fit any input size.
-        if spec is not None and (stored_spec.name != spec.name
-                                 or canonical_shapes(stored_spec) != canonical_shapes(spec)):
-            raise WeightsError(f"{path} holds weights for {stored_spec.describe()}, but the "
-                               f"model is {spec.describe()}")
+        if spec is not None and (
+            stored_spec.name != spec.name or canonical_shapes(stored_spec) != canonical_shapes(spec)
+        ):
+            raise WeightsError(
+                f"{path} holds weights for {stored_spec.describe()}, but the "
+                f"model is {spec.describe()}"
+            )
         expected = canonical_shapes(stored_spec)
         stored = archive.names - {"__header__"}
         missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
         if missing or extra:
-            raise WeightsError(f"{path} does not fit {stored_spec.describe()}: "
-                               f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}")
+            raise WeightsError(
+                f"{path} does not fit {stored_spec.describe()}: "
+                f"missing {missing or 'nothing'}, unexpected {extra or 'nothing'}"
+            )
         arrays = {key: archive.array(key, shape) for key, shape in expected.items()}
     bad = [key for key, value in arrays.items() if not np.isfinite(value).all()]
     if bad:
-        raise WeightsError(f"{path}: {bad[0]} holds NaN or infinite values "
-                           f"({len(bad)} array(s) affected)")
+        raise WeightsError(
+            f"{path}: {bad[0]} holds NaN or infinite values ({len(bad)} array(s) affected)"
+        )
     metadata = header.get("metadata", {})
     return WeightsFile(stored_spec, arrays, metadata if isinstance(metadata, dict) else {})
 

@@ -12,8 +12,19 @@ from mxnet.gluon import nn
 
 from common.d2l import HyperParameters
 
-__all__ = ["Classifier", "HyperParameters", "Module", "autograd", "cpu", "gluon", "init", "nn",
-           "np", "npx", "try_gpu"]
+__all__ = [
+    "Classifier",
+    "HyperParameters",
+    "Module",
+    "autograd",
+    "cpu",
+    "gluon",
+    "init",
+    "nn",
+    "np",
+    "npx",
+    "try_gpu",
+]
 
 
 class Module(nn.Block, HyperParameters):

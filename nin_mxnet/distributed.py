@@ -51,11 +51,11 @@ class Group(distributed.Group):
     def sum_over_workers(self, values: list[float]) -> np.ndarray:
         # With no optimizer on the server, a dist_sync push is summed over the workers.
         pushed = nd.zeros(3, dtype="float64")
-        pushed[:len(values)] = nd.array(values, dtype="float64")
+        pushed[: len(values)] = nd.array(values, dtype="float64")
         total = nd.zeros(3, dtype="float64")
         self.kvstore.push(self._sums_key, pushed)
         self.kvstore.pull(self._sums_key, out=total)
-        return total.asnumpy()[:len(values)]
+        return total.asnumpy()[: len(values)]
 
     def leave(self) -> None:
         # When freed (at exit) the kvstore then waits for all workers, and rank 0's stops the
@@ -73,8 +73,14 @@ class Trainer(distributed.DataParallel, LocalTrainer):
     gluon.Trainer (no kvstore), where the learning-rate schedule, clipping and the optimizer
     state that checkpoints save live, as in one process."""
 
-    def __init__(self, net: gluon.HybridBlock, recipe: training.Recipe | None = None, *,
-                 seed: int = 0, group: Group):
+    def __init__(
+        self,
+        net: gluon.HybridBlock,
+        recipe: training.Recipe | None = None,
+        *,
+        seed: int = 0,
+        group: Group,
+    ):
         super().__init__(net, recipe, seed=seed, group=group)
         # Gluon's Trainer could push and pull itself (kvstore=, update_on_kvstore=False), but
         # initialises its keys in the way init_keys explains; so the keys are ours.

@@ -24,8 +24,13 @@ from common.shapes import min_input_size
 from .weights import FRAMEWORK_VERSION
 
 
-def export_onnx(net: nn.HybridBlock, path: str | Path, *, opset: int = onnx_io.DEFAULT_OPSET,
-                input_treatment: tuple[int, bool] | None = None) -> Path:
+def export_onnx(
+    net: nn.HybridBlock,
+    path: str | Path,
+    *,
+    opset: int = onnx_io.DEFAULT_OPSET,
+    input_treatment: tuple[int, bool] | None = None,
+) -> Path:
     """Write `net` as an ONNX model at `path`, checked; `input_treatment` is the
     (size, standardize) its weights were trained with, kept in the model's metadata."""
     import onnx
@@ -37,13 +42,24 @@ def export_onnx(net: nn.HybridBlock, path: str | Path, *, opset: int = onnx_io.D
     logits = mx.sym.identity(net(mx.sym.var(onnx_io.INPUT_NAME)), name=onnx_io.OUTPUT_NAME)
     params = {name: parameter.data() for name, parameter in net.collect_params().items()}
     example = (1, spec.in_channels, size or min_input_size(spec), size or min_input_size(spec))
-    with onnx_io.exporting(path, spec, opset=opset, framework=framework_of(net),
-                           framework_version=FRAMEWORK_VERSION,
-                           input_treatment=input_treatment) as converted:
+    with onnx_io.exporting(
+        path,
+        spec,
+        opset=opset,
+        framework=framework_of(net),
+        framework_version=FRAMEWORK_VERSION,
+        input_treatment=input_treatment,
+    ) as converted:
         # export_model reads onnx_opset_version() when called (and so does the
         # onnx.helper.make_model it calls), so the patch covers both.
         with mock.patch.object(onnx.defs, "onnx_opset_version", lambda: opset):
-            mx.onnx.export_model(logits, params, in_shapes=[example], in_types=[np.float32],
-                                 onnx_file_path=str(converted), dynamic=True,
-                                 dynamic_input_shapes=[(None, spec.in_channels, size, size)])
+            mx.onnx.export_model(
+                logits,
+                params,
+                in_shapes=[example],
+                in_types=[np.float32],
+                onnx_file_path=str(converted),
+                dynamic=True,
+                dynamic_input_shapes=[(None, spec.in_channels, size, size)],
+            )
     return Path(path)

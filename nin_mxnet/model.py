@@ -13,8 +13,18 @@ from mxnet import autograd, nd
 from mxnet.gluon import nn
 
 from common import shapes
-from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
-                         Spec, make_spec, nin_block_convs)
+from common.spec import (
+    Conv,
+    ConvBlock,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Spec,
+    make_spec,
+    nin_block_convs,
+)
 from common.weights import init_weights
 
 from .weights import set_weights
@@ -28,13 +38,21 @@ def conv_block(convs: tuple[Conv, ...]) -> nn.HybridSequential:
     block = nn.HybridSequential()
     for conv in convs:
         # in_channels is left out: Gluon infers it at the first forward (deferred init).
-        block.add(nn.Conv2D(conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                            activation="relu" if conv.relu else None))
+        block.add(
+            nn.Conv2D(
+                conv.out_channels,
+                conv.kernel_size,
+                conv.stride,
+                conv.padding,
+                activation="relu" if conv.relu else None,
+            )
+        )
     return block
 
 
-def nin_block(out_channels: int, kernel_size: int, strides: int, padding: int,
-              num_1x1: int = 2) -> nn.HybridSequential:
+def nin_block(
+    out_channels: int, kernel_size: int, strides: int, padding: int, num_1x1: int = 2
+) -> nn.HybridSequential:
     """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1)."""
     return conv_block(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1))
 
@@ -55,8 +73,9 @@ def _layer(layer) -> nn.HybridBlock:
     raise TypeError(f"unknown layer {layer!r}")
 
 
-def build_nin(spec: Spec | str | None = None, *, seed: int = 0, ctx: mx.Context | None = None,
-              **overrides) -> nn.HybridSequential:
+def build_nin(
+    spec: Spec | str | None = None, *, seed: int = 0, ctx: mx.Context | None = None, **overrides
+) -> nn.HybridSequential:
     """The spec's network (NiN by default), hybridized, with Xavier weights drawn from `seed`.
 
     `overrides` are the spec's options, e.g. ``build_nin(num_1x1=1)`` or
@@ -88,9 +107,12 @@ def predict_logits(net: nn.Block, images, batch_size: int = 256) -> np.ndarray:
     ctx = _context(net)
     # Outside autograd.record() Gluon runs in inference mode; predict_mode makes it explicit.
     with autograd.predict_mode():
-        return np.concatenate([
-            net(nd.array(images[start:start + batch_size], ctx=ctx)).asnumpy()
-            for start in range(0, len(images), batch_size)])
+        return np.concatenate(
+            [
+                net(nd.array(images[start : start + batch_size], ctx=ctx)).asnumpy()
+                for start in range(0, len(images), batch_size)
+            ]
+        )
 
 
 def layer_outputs(net: nn.HybridSequential, images, names) -> dict[str, np.ndarray]:
@@ -108,5 +130,7 @@ def layer_outputs(net: nn.HybridSequential, images, names) -> dict[str, np.ndarr
 
 def parameter_shapes(net: nn.HybridSequential) -> dict[str, list[tuple[int, ...]]]:
     """Each top-level layer's parameters' shapes, as Gluon holds them."""
-    return {name: [tuple(parameter.shape) for parameter in layer.collect_params().values()]
-            for name, layer in zip(net.spec.layer_names(), net)}
+    return {
+        name: [tuple(parameter.shape) for parameter in layer.collect_params().values()]
+        for name, layer in zip(net.spec.layer_names(), net)
+    }

@@ -28,8 +28,18 @@ from .model import _context
 
 # Layer blocks that are one step (or two, with their activation) even though Conv2D and Dense
 # hold their activation as a child block.
-_LAYERS = (nn.Conv2D, nn.Dense, nn.Activation, nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D,
-           nn.GlobalMaxPool2D, nn.Dropout, nn.Flatten, nn.BatchNorm)
+_LAYERS = (
+    nn.Conv2D,
+    nn.Dense,
+    nn.Activation,
+    nn.MaxPool2D,
+    nn.AvgPool2D,
+    nn.GlobalAvgPool2D,
+    nn.GlobalMaxPool2D,
+    nn.Dropout,
+    nn.Flatten,
+    nn.BatchNorm,
+)
 
 
 def is_model(obj) -> bool:
@@ -62,8 +72,11 @@ def contains(outer, inner) -> bool:
 def _layers(net) -> list[tuple[str, gluon.Block]]:
     """The layer blocks (and unknown blocks without children) a step is recorded for."""
     found = [("", net)] if isinstance(net, _LAYERS) or not net._children else []
-    return found + [(path, block) for path, block in _blocks(net)
-                    if isinstance(block, _LAYERS) or not block._children]
+    return found + [
+        (path, block)
+        for path, block in _blocks(net)
+        if isinstance(block, _LAYERS) or not block._children
+    ]
 
 
 def _numpy_interface(net) -> bool:
@@ -85,15 +98,19 @@ def _interface(net):
 @contextlib.contextmanager
 def _numpy(active: bool):
     # NumPy array semantics need NumPy shape semantics: on in that order, off in the other.
-    first, second = ((mx.util.np_shape, mx.util.np_array) if active
-                     else (mx.util.np_array, mx.util.np_shape))
+    first, second = (
+        (mx.util.np_shape, mx.util.np_array) if active else (mx.util.np_array, mx.util.np_shape)
+    )
     with first(active), second(active):
         yield mx.np.array if active else mx.nd.array
 
 
 def _pair(value) -> tuple[int, int]:
-    return (int(value[0]), int(value[-1])) if isinstance(value, (tuple, list)) else \
-        (int(value), int(value))
+    return (
+        (int(value[0]), int(value[-1]))
+        if isinstance(value, (tuple, list))
+        else (int(value), int(value))
+    )
 
 
 def _describe(block) -> list[tuple[str, str, dict]]:
@@ -101,28 +118,49 @@ def _describe(block) -> list[tuple[str, str, dict]]:
     if isinstance(block, nn.Conv2D):
         kwargs = block._kwargs
         pad = _pair(kwargs["pad"])
-        return [(t.CONV, name, {"out_channels": int(kwargs["num_filter"]),
-                                "kernel": _pair(kwargs["kernel"]),
-                                "stride": _pair(kwargs["stride"]),
-                                "padding": ((pad[0], pad[0]), (pad[1], pad[1])),
-                                "dilation": _pair(kwargs["dilate"]),
-                                "groups": int(kwargs["num_group"]),
-                                "bias": not kwargs["no_bias"]})]
+        return [
+            (
+                t.CONV,
+                name,
+                {
+                    "out_channels": int(kwargs["num_filter"]),
+                    "kernel": _pair(kwargs["kernel"]),
+                    "stride": _pair(kwargs["stride"]),
+                    "padding": ((pad[0], pad[0]), (pad[1], pad[1])),
+                    "dilation": _pair(kwargs["dilate"]),
+                    "groups": int(kwargs["num_group"]),
+                    "bias": not kwargs["no_bias"],
+                },
+            )
+        ]
     if isinstance(block, nn.Dense):
         return [(t.DENSE, name, {"units": int(block._units), "bias": block.bias is not None})]
     if isinstance(block, nn.Activation):
         kind = block._act_type
-        return [(t.RELU if kind == "relu" else t.SOFTMAX if kind == "softmax" else t.ACTIVATION,
-                 f"Activation({kind!r})", {"name": kind})]
+        return [
+            (
+                t.RELU if kind == "relu" else t.SOFTMAX if kind == "softmax" else t.ACTIVATION,
+                f"Activation({kind!r})",
+                {"name": kind},
+            )
+        ]
     if isinstance(block, (nn.MaxPool2D, nn.AvgPool2D, nn.GlobalAvgPool2D, nn.GlobalMaxPool2D)):
         kwargs = block._kwargs
         average = kwargs["pool_type"] == "avg"
         if kwargs["global_pool"]:
             return [(t.GLOBAL_AVG_POOL if average else t.GLOBAL_MAX_POOL, name, {})]
         pad = _pair(kwargs["pad"])
-        return [(t.AVG_POOL if average else t.MAX_POOL, name,
-                 {"kernel": _pair(kwargs["kernel"]), "stride": _pair(kwargs["stride"]),
-                  "padding": ((pad[0], pad[0]), (pad[1], pad[1]))})]
+        return [
+            (
+                t.AVG_POOL if average else t.MAX_POOL,
+                name,
+                {
+                    "kernel": _pair(kwargs["kernel"]),
+                    "stride": _pair(kwargs["stride"]),
+                    "padding": ((pad[0], pad[0]), (pad[1], pad[1])),
+                },
+            )
+        ]
     if isinstance(block, nn.Dropout):
         return [(t.DROPOUT, name, {"rate": float(block._rate)})]
     if isinstance(block, nn.Flatten):
@@ -136,19 +174,26 @@ def _describe(block) -> list[tuple[str, str, dict]]:
 def _hooked(net, on_enter, on_leave=None):
     """`on_enter(path, block, inputs)` before and `on_leave(path, block, output)` after each
     layer block runs, with `net` un-hybridized (hooks do not fire inside a cached graph)."""
-    hybrid = [block for _, block in [("", net), *_blocks(net)]
-              if isinstance(block, gluon.HybridBlock)]
+    hybrid = [
+        block for _, block in [("", net), *_blocks(net)] if isinstance(block, gluon.HybridBlock)
+    ]
     active = [(block, block._active) for block in hybrid]
     for block in hybrid:
         block._active = False
         block._clear_cached_op()
     handles = []
     for path, block in _layers(net):
-        handles.append(block.register_forward_pre_hook(
-            lambda block, inputs, path=path: on_enter(path, block, inputs[0])))
+        handles.append(
+            block.register_forward_pre_hook(
+                lambda block, inputs, path=path: on_enter(path, block, inputs[0])
+            )
+        )
         if on_leave is not None:
-            handles.append(block.register_forward_hook(
-                lambda block, inputs, output, path=path: on_leave(path, block, output)))
+            handles.append(
+                block.register_forward_hook(
+                    lambda block, inputs, output, path=path: on_leave(path, block, output)
+                )
+            )
     try:
         yield
     finally:
@@ -159,7 +204,7 @@ def _hooked(net, on_enter, on_leave=None):
             block._clear_cached_op()
 
 
-_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
@@ -178,8 +223,17 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
                 if not any(known is block for known in numbered):
                     numbered.append(block)
                 param = next(number for number, known in enumerate(numbered) if known is block)
-            made.append(t.Step(path=path, kind=kind, detail=detail, output_shape=(),
-                               config=config, param=param, input_shape=tuple(inputs.shape)))
+            made.append(
+                t.Step(
+                    path=path,
+                    kind=kind,
+                    detail=detail,
+                    output_shape=(),
+                    config=config,
+                    param=param,
+                    input_shape=tuple(inputs.shape),
+                )
+            )
         steps.extend(made)
         pending[id(block)] = made
 
@@ -198,30 +252,48 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
             error_at = running[-1] if running else None
             error = f"{type(failure).__name__}: {_first_line(failure)}"
     _WEIGHTS[net] = numbered
-    parameters = [parameter for parameter in net.collect_params().values()
-                  if parameter.shape and all(parameter.shape)]
+    parameters = [
+        parameter
+        for parameter in net.collect_params().values()
+        if parameter.shape and all(parameter.shape)
+    ]
     return t.ModelTrace(
-        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
-        steps=steps, output_shape=output_shape,
-        param_shapes=[(tuple(block.weight.shape), tuple(block.bias.shape)
-                       if block.bias is not None else None) for block in numbered],
+        framework=framework_of(net),
+        model_type=f"{type(net).__module__}.{type(net).__name__}",
+        steps=steps,
+        output_shape=output_shape,
+        param_shapes=[
+            (tuple(block.weight.shape), tuple(block.bias.shape) if block.bias is not None else None)
+            for block in numbered
+        ],
         total_params=int(sum(np.prod(parameter.shape) for parameter in parameters)),
-        trainable_params=int(sum(np.prod(parameter.shape) for parameter in parameters
-                                 if parameter.grad_req != "null")),
-        error=error, error_at=error_at,
-        frozen=[step.path for step in steps if step.param is not None
-                and numbered[step.param].weight.grad_req == "null"])
+        trainable_params=int(
+            sum(
+                np.prod(parameter.shape) for parameter in parameters if parameter.grad_req != "null"
+            )
+        ),
+        error=error,
+        error_at=error_at,
+        frozen=[
+            step.path
+            for step in steps
+            if step.param is not None and numbered[step.param].weight.grad_req == "null"
+        ],
+    )
 
 
 def _first_line(error: BaseException) -> str:
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
     # MXNet's C++ errors start with a location line and a stack trace; the message follows.
-    message = next((line for line in lines if "Check failed" in line or "Error" in line),
-                   lines[0] if lines else "")
+    message = next(
+        (line for line in lines if "Check failed" in line or "Error" in line),
+        lines[0] if lines else "",
+    )
     return message[:300]
 
 
 # -- weights, numbers and gradients --------------------------------------------------------------
+
 
 def set_weights(net, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
     """Each parameterised step's canonical (weight, bias), by number (after :func:`trace`)."""
@@ -232,8 +304,9 @@ def set_weights(net, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None
                 block.bias.set_data(array(np.asarray(bias, np.float32)))
 
 
-def run(net, images: np.ndarray, *, training: bool = False
-        ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def run(
+    net, images: np.ndarray, *, training: bool = False
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(output, each parameterised step's input (NCHW)) for NCHW `images`."""
     numbers = {id(block): index for index, block in enumerate(_WEIGHTS[net])}
     inputs: dict[int, np.ndarray] = {}
@@ -248,8 +321,9 @@ def run(net, images: np.ndarray, *, training: bool = False
     return output.asnumpy(), inputs
 
 
-def gradients(net, images: np.ndarray, labels: np.ndarray
-              ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+def gradients(
+    net, images: np.ndarray, labels: np.ndarray
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
     """The mean cross-entropy's gradient for each parameterised step's (weight, bias), with
     dropout off; None where a parameter gets none (``grad_req='null'``).
 
@@ -263,8 +337,9 @@ def gradients(net, images: np.ndarray, labels: np.ndarray
         ctx = _context(net)
         with autograd.record(train_mode=True):
             logits = net(array(images, ctx=ctx))
-            loss = loss_function(logits.reshape((len(images), -1)),
-                                 array(labels.astype(np.float32), ctx=ctx)).mean()
+            loss = loss_function(
+                logits.reshape((len(images), -1)), array(labels.astype(np.float32), ctx=ctx)
+            ).mean()
         loss.backward()
 
         def grad(parameter):
@@ -277,8 +352,7 @@ def gradients(net, images: np.ndarray, labels: np.ndarray
 
 @contextlib.contextmanager
 def _without_dropout(net):
-    dropouts = [block for _, block in [("", net), *_blocks(net)]
-                if isinstance(block, nn.Dropout)]
+    dropouts = [block for _, block in [("", net), *_blocks(net)] if isinstance(block, nn.Dropout)]
     rates = [block._rate for block in dropouts]
     for block in dropouts:
         block._rate = 0.0
@@ -296,8 +370,11 @@ def preserved(net, input_shape: tuple[int, ...]):
     so that the model can run at all."""
     with _interface(net) as array:
         parameters = list(net.collect_params().values())
-        uninitialized = [parameter for parameter in parameters
-                         if parameter._data is None and not parameter._deferred_init]
+        uninitialized = [
+            parameter
+            for parameter in parameters
+            if parameter._data is None and not parameter._deferred_init
+        ]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             for parameter in uninitialized:
@@ -315,9 +392,14 @@ def preserved(net, input_shape: tuple[int, ...]):
                 continue
             grad = parameter.grad().asnumpy() if parameter.grad_req != "null" else None
             saved.append((parameter, data, grad))
-    notes = ([f"{len(uninitialized)} parameter(s) had not been initialized "
-              "(net.initialize() was never called): Gluon's default initializer was used"]
-             if uninitialized else [])
+    notes = (
+        [
+            f"{len(uninitialized)} parameter(s) had not been initialized "
+            "(net.initialize() was never called): Gluon's default initializer was used"
+        ]
+        if uninitialized
+        else []
+    )
     try:
         yield notes
     finally:

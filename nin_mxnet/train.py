@@ -16,8 +16,14 @@ from .weights import from_canonical, parameter_names, parameters, to_canonical
 
 
 class Trainer(training.Trainer):
-    def __init__(self, net: gluon.HybridBlock, recipe: training.Recipe | None = None, *,
-                 seed: int = 0, fast: bool = True):
+    def __init__(
+        self,
+        net: gluon.HybridBlock,
+        recipe: training.Recipe | None = None,
+        *,
+        seed: int = 0,
+        fast: bool = True,
+    ):
         super().__init__(net, recipe, seed=seed, fast=fast)
         if not fast:
             net.hybridize(active=False)  # the book's imperative Gluon
@@ -31,8 +37,9 @@ class Trainer(training.Trainer):
             options["momentum"] = recipe.momentum if recipe.optimizer == "momentum" else 0.0
         # The Parameters in canonical order, so the updater's index i is parameter_names[i].
         self._parameters = parameters(net)
-        self.trainer = gluon.Trainer(self._parameters,
-                                     "adam" if recipe.optimizer == "adam" else "sgd", options)
+        self.trainer = gluon.Trainer(
+            self._parameters, "adam" if recipe.optimizer == "adam" else "sgd", options
+        )
 
     @property
     def device(self) -> str:
@@ -44,8 +51,7 @@ class Trainer(training.Trainer):
     def _set_learning_rate(self, lr: float) -> None:
         self.trainer.set_learning_rate(lr)
 
-    def _train_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray, total: int) -> tuple[float, int]:
         images = nd.array(images, ctx=self.ctx)
         labels = nd.array(labels, ctx=self.ctx, dtype="int64")
         with autograd.record():  # train mode: dropout on
@@ -58,8 +64,12 @@ class Trainer(training.Trainer):
         divisor = total
         if self.recipe.clip_norm:
             # Clipping scales the mean gradient, whose norm is the summed gradient's / batch.
-            norm = float(nd.sqrt(nd.add_n(*[(p.grad() ** 2).sum() for p in self._parameters]))
-                         .asscalar()) / total
+            norm = (
+                float(
+                    nd.sqrt(nd.add_n(*[(p.grad() ** 2).sum() for p in self._parameters])).asscalar()
+                )
+                / total
+            )
             scale = min(1.0, self.recipe.clip_norm / (norm + training.CLIP_EPSILON))
             divisor = total / scale
         self.trainer.update(divisor)
@@ -94,9 +104,11 @@ class Trainer(training.Trainer):
                 slots.setdefault("v", {})[name] = state[1].asnumpy()
             elif self.recipe.optimizer == "momentum":
                 slots.setdefault("velocity", {})[name] = state.asnumpy()
-        return training.OptimizerState(self.recipe.optimizer, self.step_count,
-                                       {slot: to_canonical(self.net, arrays)
-                                        for slot, arrays in slots.items()})
+        return training.OptimizerState(
+            self.recipe.optimizer,
+            self.step_count,
+            {slot: to_canonical(self.net, arrays) for slot, arrays in slots.items()},
+        )
 
     def load_optimizer_state(self, state: training.OptimizerState) -> None:
         self.step_count = state.step
@@ -108,8 +120,7 @@ class Trainer(training.Trainer):
         if state.step == 0:
             return
         slots = {slot: from_canonical(self.net, arrays) for slot, arrays in state.slots.items()}
-        for index, (name, parameter) in enumerate(zip(parameter_names(self.net),
-                                                      self._parameters)):
+        for index, (name, parameter) in enumerate(zip(parameter_names(self.net), self._parameters)):
             optimizer._index_update_count[index] = state.step  # Adam's t for bias correction
             if self.recipe.optimizer == "sgd":
                 continue

@@ -25,8 +25,9 @@ def _parameter_layers(block: nn.Block) -> list[nn.Block]:
 
 def parameters(net: nn.Block) -> list:
     """The Gluon Parameters in canonical order (each layer's weight, then its bias)."""
-    return [parameter for layer in _parameter_layers(net)
-            for parameter in (layer.weight, layer.bias)]
+    return [
+        parameter for layer in _parameter_layers(net) for parameter in (layer.weight, layer.bias)
+    ]
 
 
 def parameter_names(net: nn.Block) -> list[str]:
@@ -44,8 +45,10 @@ from_canonical = to_canonical
 
 
 def get_weights(net: nn.Block) -> dict[str, np.ndarray]:
-    return {name: parameter.data().asnumpy()
-            for name, parameter in zip(parameter_names(net), parameters(net))}
+    return {
+        name: parameter.data().asnumpy()
+        for name, parameter in zip(parameter_names(net), parameters(net))
+    }
 
 
 def set_weights(net: nn.Block, arrays: dict[str, np.ndarray]) -> None:

@@ -25,9 +25,11 @@ class Group(distributed.Group):
         resolver = self.strategy.cluster_resolver
         size = len(resolver.cluster_spec().as_dict()["worker"])
         if self.strategy.num_replicas_in_sync != size:
-            raise ValueError(f"each worker must hold one replica, but {size} workers hold "
-                             f"{self.strategy.num_replicas_in_sync}; give each worker one "
-                             "device (CUDA_VISIBLE_DEVICES)")
+            raise ValueError(
+                f"each worker must hold one replica, but {size} workers hold "
+                f"{self.strategy.num_replicas_in_sync}; give each worker one "
+                "device (CUDA_VISIBLE_DEVICES)"
+            )
         super().__init__(resolver.task_id, size)
         self._all_sum = tf.function(self._graph_all_sum)
 
@@ -58,5 +60,4 @@ class Trainer(distributed.DataParallel, LocalTrainer):
         return self.group.strategy.run(step, args=args)
 
     def _sum_over_replicas(self, gradients):
-        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM,
-                                                              gradients)
+        return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, gradients)

@@ -19,8 +19,18 @@ import tensorflow as tf
 from keras import layers
 
 from common import shapes
-from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
-                         Spec, make_spec, nin_block_convs)
+from common.spec import (
+    Conv,
+    ConvBlock,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Spec,
+    make_spec,
+    nin_block_convs,
+)
 from common.weights import init_weights
 
 from .weights import set_weights
@@ -50,8 +60,15 @@ def _conv_layers(conv: Conv) -> list[layers.Layer]:
         padding, prefix = "same", []
     else:
         padding, prefix = "valid", [layers.ZeroPadding2D(conv.padding)]
-    return prefix + [layers.Conv2D(conv.out_channels, conv.kernel_size, strides=conv.stride,
-                                   padding=padding, activation="relu" if conv.relu else None)]
+    return prefix + [
+        layers.Conv2D(
+            conv.out_channels,
+            conv.kernel_size,
+            strides=conv.stride,
+            padding=padding,
+            activation="relu" if conv.relu else None,
+        )
+    ]
 
 
 def conv_block(convs: tuple[Conv, ...], name: str | None = None) -> keras.Sequential:
@@ -59,8 +76,14 @@ def conv_block(convs: tuple[Conv, ...], name: str | None = None) -> keras.Sequen
     return keras.Sequential([layer for conv in convs for layer in _conv_layers(conv)], name=name)
 
 
-def nin_block(out_channels: int, kernel_size: int, strides: int, padding: int,
-              num_1x1: int = 2, name: str | None = None) -> keras.Sequential:
+def nin_block(
+    out_channels: int,
+    kernel_size: int,
+    strides: int,
+    padding: int,
+    num_1x1: int = 2,
+    name: str | None = None,
+) -> keras.Sequential:
     """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1)."""
     return conv_block(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1), name)
 
@@ -94,15 +117,18 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     size = spec.input_size if spec.fixed_input_size else None
     net = keras.Sequential(
         [keras.Input((size, size, spec.in_channels))]
-        + [_layer(layer, name, seed + index)
-           for index, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers))],
-        name=spec.name)
+        + [
+            _layer(layer, name, seed + index)
+            for index, (name, layer) in enumerate(zip(spec.layer_names(), spec.layers))
+        ],
+        name=spec.name,
+    )
     net.spec = spec
     set_weights(net, init_weights(spec, seed))
     return net
 
 
-_inference_functions: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_inference_functions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _inference_function(net: keras.Model):
@@ -111,7 +137,8 @@ def _inference_function(net: keras.Model):
     if net not in _inference_functions:
         _inference_functions[net] = tf.function(
             lambda images: net(images, training=False),
-            input_signature=[tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32)])
+            input_signature=[tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32)],
+        )
     return _inference_functions[net]
 
 
@@ -119,8 +146,12 @@ def predict_logits(net: keras.Model, images, batch_size: int = 256) -> np.ndarra
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = to_nhwc(shapes.as_input_batch(net.spec, images))
     forward = _inference_function(net)
-    return np.concatenate([forward(images[start:start + batch_size]).numpy()
-                           for start in range(0, len(images), batch_size)])
+    return np.concatenate(
+        [
+            forward(images[start : start + batch_size]).numpy()
+            for start in range(0, len(images), batch_size)
+        ]
+    )
 
 
 def layer_outputs(net: keras.Sequential, images, names) -> dict[str, np.ndarray]:
@@ -132,8 +163,9 @@ def layer_outputs(net: keras.Sequential, images, names) -> dict[str, np.ndarray]
         x = layer(x, training=False)
         if layer.name in wanted:
             array = keras.ops.convert_to_numpy(x)
-            outputs[layer.name] = (np.ascontiguousarray(array.transpose(0, 3, 1, 2))
-                                   if array.ndim == 4 else array)
+            outputs[layer.name] = (
+                np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if array.ndim == 4 else array
+            )
     return outputs
 
 

@@ -24,11 +24,18 @@ from common import trace as t
 from common.backends import framework_of
 
 _KINDS = [
-    (layers.Conv2D, t.CONV), (layers.Dense, t.DENSE), (layers.ReLU, t.RELU),
-    (layers.Softmax, t.SOFTMAX), (layers.MaxPooling2D, t.MAX_POOL),
-    (layers.AveragePooling2D, t.AVG_POOL), (layers.GlobalAveragePooling2D, t.GLOBAL_AVG_POOL),
-    (layers.GlobalMaxPooling2D, t.GLOBAL_MAX_POOL), (layers.Dropout, t.DROPOUT),
-    (layers.Flatten, t.FLATTEN), (layers.Reshape, t.RESHAPE), (layers.ZeroPadding2D, t.PADDING),
+    (layers.Conv2D, t.CONV),
+    (layers.Dense, t.DENSE),
+    (layers.ReLU, t.RELU),
+    (layers.Softmax, t.SOFTMAX),
+    (layers.MaxPooling2D, t.MAX_POOL),
+    (layers.AveragePooling2D, t.AVG_POOL),
+    (layers.GlobalAveragePooling2D, t.GLOBAL_AVG_POOL),
+    (layers.GlobalMaxPooling2D, t.GLOBAL_MAX_POOL),
+    (layers.Dropout, t.DROPOUT),
+    (layers.Flatten, t.FLATTEN),
+    (layers.Reshape, t.RESHAPE),
+    (layers.ZeroPadding2D, t.PADDING),
     (layers.BatchNormalization, t.BATCH_NORM),
 ]
 
@@ -38,8 +45,11 @@ def is_model(obj) -> bool:
 
 
 def _leaves(net) -> list:
-    found = [layer for layer in net._flatten_layers(include_self=False, recursive=True)
-             if not list(layer._flatten_layers(include_self=False, recursive=False))]
+    found = [
+        layer
+        for layer in net._flatten_layers(include_self=False, recursive=True)
+        if not list(layer._flatten_layers(include_self=False, recursive=False))
+    ]
     if not found and not list(net._flatten_layers(include_self=False, recursive=False)):
         found = [net]  # a single layer
     return [layer for layer in found if not isinstance(layer, layers.InputLayer)]
@@ -51,7 +61,8 @@ def parameterised_layers(net) -> int:
 
 def contains(outer, inner) -> bool:
     return outer is not inner and any(
-        layer is inner for layer in outer._flatten_layers(include_self=False, recursive=True))
+        layer is inner for layer in outer._flatten_layers(include_self=False, recursive=True)
+    )
 
 
 def _paths(net) -> dict[int, str]:
@@ -96,23 +107,38 @@ def _describe(layer) -> list[tuple[str, str, dict]]:
     kind = next((kind for cls, kind in _KINDS if isinstance(layer, cls)), None)
     if isinstance(layer, layers.Activation):
         activation = _activation(layer)
-        return [(t.RELU if activation == "relu" else
-                 t.SOFTMAX if activation == "softmax" else t.ACTIVATION, name,
-                 {"name": activation})]
+        return [
+            (
+                t.RELU
+                if activation == "relu"
+                else t.SOFTMAX
+                if activation == "softmax"
+                else t.ACTIVATION,
+                name,
+                {"name": activation},
+            )
+        ]
     if kind is None:
         return [(t.OTHER, name, {"name": name})]
     config: dict = {}
     if kind == t.CONV:
-        config = {"out_channels": int(layer.filters), "kernel": _pair(layer.kernel_size),
-                  "stride": _pair(layer.strides),
-                  "padding": "same" if layer.padding == "same" else ((0, 0), (0, 0)),
-                  "dilation": _pair(layer.dilation_rate), "groups": int(layer.groups),
-                  "bias": bool(layer.use_bias)}
+        config = {
+            "out_channels": int(layer.filters),
+            "kernel": _pair(layer.kernel_size),
+            "stride": _pair(layer.strides),
+            "padding": "same" if layer.padding == "same" else ((0, 0), (0, 0)),
+            "dilation": _pair(layer.dilation_rate),
+            "groups": int(layer.groups),
+            "bias": bool(layer.use_bias),
+        }
     elif kind == t.DENSE:
         config = {"units": int(layer.units), "bias": bool(layer.use_bias)}
     elif kind in (t.MAX_POOL, t.AVG_POOL):
-        config = {"kernel": _pair(layer.pool_size), "stride": _pair(layer.strides),
-                  "padding": "same" if layer.padding == "same" else ((0, 0), (0, 0))}
+        config = {
+            "kernel": _pair(layer.pool_size),
+            "stride": _pair(layer.strides),
+            "padding": "same" if layer.padding == "same" else ((0, 0), (0, 0)),
+        }
     elif kind == t.DROPOUT:
         config = {"rate": float(layer.rate)}
     elif kind == t.PADDING:
@@ -121,9 +147,17 @@ def _describe(layer) -> list[tuple[str, str, dict]]:
     steps = [(kind, name, config)]
     activation = _activation(layer) if kind in (t.CONV, t.DENSE) else None
     if activation:
-        steps.append((t.RELU if activation == "relu" else
-                      t.SOFTMAX if activation == "softmax" else t.ACTIVATION,
-                      f"{name}(activation={activation!r})", {"name": activation}))
+        steps.append(
+            (
+                t.RELU
+                if activation == "relu"
+                else t.SOFTMAX
+                if activation == "softmax"
+                else t.ACTIVATION,
+                f"{name}(activation={activation!r})",
+                {"name": activation},
+            )
+        )
     return steps
 
 
@@ -157,7 +191,7 @@ def _build(net, channels: int, size: int) -> None:
         net(np.zeros((1, size, size, channels), np.float32), training=False)
 
 
-_WEIGHTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_WEIGHTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class _Numbering:
@@ -198,11 +232,17 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
         param = numbering.number(layer) if kind in t.PARAMETERISED else None
         path = paths.get(id(layer), layer.name)
         for index, (kind, detail, config_) in enumerate(described):
-            steps.append(t.Step(path=path, kind=kind, detail=detail,
-                                output_shape=_nchw(output.shape),
-                                config=config if index == 0 else config_,
-                                param=param if index == 0 else None,
-                                input_shape=_nchw(inputs.shape)))
+            steps.append(
+                t.Step(
+                    path=path,
+                    kind=kind,
+                    detail=detail,
+                    output_shape=_nchw(output.shape),
+                    config=config if index == 0 else config_,
+                    param=param if index == 0 else None,
+                    input_shape=_nchw(inputs.shape),
+                )
+            )
 
     images = np.zeros((batch, height, width, channels), np.float32)
     error = error_at = output_shape = None
@@ -218,25 +258,38 @@ def trace(net, input_shape: tuple[int, ...]) -> t.ModelTrace:
     _WEIGHTS[net] = numbering.layers
     variables = list(net.weights) if net.built else []
     return t.ModelTrace(
-        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
-        steps=steps, output_shape=output_shape,
-        param_shapes=[(_canonical_shape(layer), (int(layer.bias.shape[0]),)
-                       if getattr(layer, "use_bias", False) else None)
-                      for layer in numbering.layers],
+        framework=framework_of(net),
+        model_type=f"{type(net).__module__}.{type(net).__name__}",
+        steps=steps,
+        output_shape=output_shape,
+        param_shapes=[
+            (
+                _canonical_shape(layer),
+                (int(layer.bias.shape[0]),) if getattr(layer, "use_bias", False) else None,
+            )
+            for layer in numbering.layers
+        ],
         total_params=int(sum(np.prod(variable.shape) for variable in variables)),
         trainable_params=int(sum(np.prod(variable.shape) for variable in net.trainable_weights))
-        if net.built else 0,
-        error=error, error_at=error_at,
-        frozen=[paths.get(id(layer), layer.name) for layer in numbering.layers
-                if not layer.trainable])
+        if net.built
+        else 0,
+        error=error,
+        error_at=error_at,
+        frozen=[
+            paths.get(id(layer), layer.name) for layer in numbering.layers if not layer.trainable
+        ],
+    )
 
 
 def _first_line(error: BaseException) -> str:
     """The line of a Keras error that says what went wrong: not its "Exception encountered
     when calling ..." preamble, nor TensorFlow's {{function_node ...}} prefix."""
     lines = [line.strip() for line in str(error).strip().splitlines() if line.strip()]
-    lines = [line for line in lines if not line.startswith(("Exception encountered",
-                                                            "Arguments received"))] or lines
+    lines = [
+        line
+        for line in lines
+        if not line.startswith(("Exception encountered", "Arguments received"))
+    ] or lines
     line = re.sub(r"\x1b\[[0-9;]*m", "", lines[0] if lines else "")  # Keras's bold text
     return re.sub(r"^\{\{function_node [^}]*\}\}\s*", "", line)[:300]
 
@@ -250,6 +303,7 @@ def _canonical_shape(layer) -> tuple[int, ...]:
 
 # -- weights, numbers and gradients --------------------------------------------------------------
 
+
 def set_weights(net, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
     """Each parameterised step's canonical (weight, bias), by number (after :func:`trace`)."""
     for layer, (weight, bias) in zip(_WEIGHTS[net], arrays):
@@ -259,8 +313,9 @@ def set_weights(net, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None
             layer.bias.assign(np.asarray(bias, np.float32))
 
 
-def run(net, images: np.ndarray, *, training: bool = False
-        ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def run(
+    net, images: np.ndarray, *, training: bool = False
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(output, each parameterised step's input (NCHW)) for NCHW `images`."""
     numbers = {id(layer): index for index, layer in enumerate(_WEIGHTS[net])}
     inputs: dict[int, np.ndarray] = {}
@@ -278,14 +333,19 @@ def run(net, images: np.ndarray, *, training: bool = False
     return _to_nchw(keras.ops.convert_to_numpy(output)).copy(), inputs
 
 
-def gradients(net, images: np.ndarray, labels: np.ndarray
-              ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+def gradients(
+    net, images: np.ndarray, labels: np.ndarray
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
     """The mean cross-entropy's gradient for each parameterised step's (weight, bias), in
     inference mode (dropout off), canonical; None where a parameter gets none."""
     pairs = [(layer.kernel, layer.bias if layer.use_bias else None) for layer in _WEIGHTS[net]]
     trainable = {id(variable) for variable in net.trainable_variables}
-    wanted = [variable for pair in pairs for variable in pair
-              if variable is not None and id(variable) in trainable]
+    wanted = [
+        variable
+        for pair in pairs
+        for variable in pair
+        if variable is not None and id(variable) in trainable
+    ]
     loss_function = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with tf.GradientTape() as tape:
         logits = net(np.ascontiguousarray(images.transpose(0, 2, 3, 1)), training=False)
@@ -311,8 +371,11 @@ def preserved(net, input_shape: tuple[int, ...]):
         _build(net, input_shape[1], input_shape[2])
     except Exception:  # a model that cannot run at this size: the trace reports it
         pass
-    saved = [(variable, keras.ops.convert_to_numpy(variable)) for variable in net.weights] \
-        if net.built else []
+    saved = (
+        [(variable, keras.ops.convert_to_numpy(variable)) for variable in net.weights]
+        if net.built
+        else []
+    )
     try:
         yield []
     finally:

@@ -20,8 +20,14 @@ from .weights import _variables, from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
-    def __init__(self, net: keras.Model, recipe: training.Recipe | None = None, *, seed: int = 0,
-                 fast: bool = True):
+    def __init__(
+        self,
+        net: keras.Model,
+        recipe: training.Recipe | None = None,
+        *,
+        seed: int = 0,
+        fast: bool = True,
+    ):
         super().__init__(net, recipe, seed=seed, fast=fast)
         recipe = self.recipe
         if recipe.optimizer == "adam":
@@ -33,19 +39,30 @@ class Trainer(training.Trainer):
         self._variables = _variables(net)
         self.optimizer.build(self._variables)
         # (A Dropout of rate 0 has no seed generator: it is the identity.)
-        self._dropout_states = [layer.seed_generator.state for layer in _dropout_layers(net)
-                                if hasattr(layer, "seed_generator")]
-        self._summed_loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True,
-                                                                      reduction="sum")
-        self._compiled_step = tf.function(self._graph_step, input_signature=[
-            tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32),
-            tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.float32)])
+        self._dropout_states = [
+            layer.seed_generator.state
+            for layer in _dropout_layers(net)
+            if hasattr(layer, "seed_generator")
+        ]
+        self._summed_loss = keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="sum"
+        )
+        self._compiled_step = tf.function(
+            self._graph_step,
+            input_signature=[
+                tf.TensorSpec([None, None, None, net.spec.in_channels], tf.float32),
+                tf.TensorSpec([None], tf.int64),
+                tf.TensorSpec([], tf.float32),
+            ],
+        )
         if not fast:  # the book's Keras: compile() and Keras's own train step
             if recipe.clip_norm or recipe.weight_decay:
                 raise ValueError("the plain-Keras baseline trains without clipping or weight decay")
-            net.compile(optimizer=self.optimizer,
-                        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                        metrics=["sparse_categorical_accuracy"])
+            net.compile(
+                optimizer=self.optimizer,
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["sparse_categorical_accuracy"],
+            )
 
     @property
     def device(self) -> str:
@@ -93,18 +110,21 @@ class Trainer(training.Trainer):
         if self.recipe.weight_decay:
             # L2 on the gradient, as PyTorch's and MXNet's weight_decay (Keras's own
             # `weight_decay` is decoupled, AdamW-style, which is another optimizer).
-            gradients = [gradient + self.recipe.weight_decay * variable
-                         for gradient, variable in zip(gradients, self._variables)]
+            gradients = [
+                gradient + self.recipe.weight_decay * variable
+                for gradient, variable in zip(gradients, self._variables)
+            ]
         self.optimizer.apply(gradients, self._variables)
 
-    def _train_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray, total: int) -> tuple[float, int]:
         if not self.fast:
             # train_on_batch accumulates its metrics across calls; reset them for this batch's.
             self.net.reset_metrics()
             logs = self.net.train_on_batch(to_nhwc(images), labels, return_dict=True)
-            return (float(logs["loss"]),
-                    round(float(logs["sparse_categorical_accuracy"]) * len(labels)))
+            return (
+                float(logs["loss"]),
+                round(float(logs["sparse_categorical_accuracy"]) * len(labels)),
+            )
         share, correct = self._compiled_step(to_nhwc(images), labels, np.float32(total))
         return float(share), int(correct)
 
@@ -119,8 +139,9 @@ class Trainer(training.Trainer):
     @tf.function
     def _all_finite(self):
         # One traced graph instead of 26 eager reductions (3 ms, 2% of a step, eagerly).
-        return tf.reduce_all(tf.math.is_finite(
-            tf.stack([tf.reduce_sum(variable) for variable in self._variables])))
+        return tf.reduce_all(
+            tf.math.is_finite(tf.stack([tf.reduce_sum(variable) for variable in self._variables]))
+        )
 
     # -- optimizer state in canonical form --------------------------------------------------
     def _slot_variables(self) -> dict[str, list]:
@@ -132,9 +153,16 @@ class Trainer(training.Trainer):
 
     def optimizer_state(self) -> training.OptimizerState:
         names = parameter_names(self.net)
-        slots = {slot: to_canonical(self.net, {name: keras.ops.convert_to_numpy(variable)
-                                               for name, variable in zip(names, variables)})
-                 for slot, variables in self._slot_variables().items()}
+        slots = {
+            slot: to_canonical(
+                self.net,
+                {
+                    name: keras.ops.convert_to_numpy(variable)
+                    for name, variable in zip(names, variables)
+                },
+            )
+            for slot, variables in self._slot_variables().items()
+        }
         if self.step_count == 0:
             slots = {}
         return training.OptimizerState(self.recipe.optimizer, self.step_count, slots)
@@ -144,9 +172,14 @@ class Trainer(training.Trainer):
         self.optimizer.iterations.assign(state.step)
         names = parameter_names(self.net)
         for slot, variables in self._slot_variables().items():
-            arrays = (from_canonical(self.net, state.slots[slot]) if state.step else
-                      {name: np.zeros(variable.shape, np.float32)
-                       for name, variable in zip(names, variables)})
+            arrays = (
+                from_canonical(self.net, state.slots[slot])
+                if state.step
+                else {
+                    name: np.zeros(variable.shape, np.float32)
+                    for name, variable in zip(names, variables)
+                }
+            )
             for name, variable in zip(names, variables):
                 variable.assign(arrays[name])
 

@@ -24,8 +24,7 @@ def _parameter_layers(layer) -> list:
 
 
 def _variables(net: keras.Model) -> list:
-    return [variable for layer in _parameter_layers(net)
-            for variable in (layer.kernel, layer.bias)]
+    return [variable for layer in _parameter_layers(net) for variable in (layer.kernel, layer.bias)]
 
 
 def parameter_names(net: keras.Model) -> list[str]:
@@ -50,9 +49,12 @@ def _kernel_from_canonical(slot: interchange.ParamSlot, weight: np.ndarray) -> n
 
 def _convert(net: keras.Model, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
     slots = interchange.slot_of(net.spec)
-    return interchange.as_float32({
-        name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
-        for name, array in arrays.items()})
+    return interchange.as_float32(
+        {
+            name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
+            for name, array in arrays.items()
+        }
+    )
 
 
 def to_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -66,8 +68,13 @@ def from_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str,
 
 
 def get_weights(net: keras.Model) -> dict[str, np.ndarray]:
-    return to_canonical(net, {name: keras.ops.convert_to_numpy(variable) for name, variable
-                              in zip(parameter_names(net), _variables(net))})
+    return to_canonical(
+        net,
+        {
+            name: keras.ops.convert_to_numpy(variable)
+            for name, variable in zip(parameter_names(net), _variables(net))
+        },
+    )
 
 
 def set_weights(net: keras.Model, arrays: dict[str, np.ndarray]) -> None:

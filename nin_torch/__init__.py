@@ -10,8 +10,14 @@ from .bench import gemm_seconds
 from .export import export_onnx
 from .model import build_nin, layer_outputs, nin_block, parameter_shapes, predict_logits
 from .train import Trainer
-from .weights import (FRAMEWORK_VERSION, NATIVE_SUFFIX, get_weights, load_native, save_native,
-                      set_weights)
+from .weights import (
+    FRAMEWORK_VERSION,
+    NATIVE_SUFFIX,
+    get_weights,
+    load_native,
+    save_native,
+    set_weights,
+)
 
 BACKEND = "torch"
 train = Trainer.train

@@ -11,8 +11,7 @@ from torch import nn
 
 from common.d2l import HyperParameters
 
-__all__ = ["Classifier", "HyperParameters", "Module", "cpu", "init_cnn", "try_gpu", "nn",
-           "torch"]
+__all__ = ["Classifier", "HyperParameters", "Module", "cpu", "init_cnn", "try_gpu", "nn", "torch"]
 
 
 class Module(nn.Module, HyperParameters):

@@ -38,8 +38,9 @@ class Trainer(distributed.DataParallel, LocalTrainer):
     """nin_torch's Trainer on one worker: its step runs the DDP wrapper, which all-reduces
     the gradients during backward."""
 
-    def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0,
-                 group: Group):
+    def __init__(
+        self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0, group: Group
+    ):
         super().__init__(net, recipe, seed=seed, group=group)
         # DDP broadcasts rank 0's weights now and averages gradients in buckets as backward
         # produces them; `net` stays the plain module for weights, inference and export.

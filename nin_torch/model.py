@@ -15,8 +15,18 @@ from torch import nn
 
 from common import shapes
 from common.platform.threads import intra_op_threads
-from common.spec import (Conv, ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool,
-                         Spec, make_spec, nin_block_convs)
+from common.spec import (
+    Conv,
+    ConvBlock,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    MaxPool,
+    Spec,
+    make_spec,
+    nin_block_convs,
+)
 from common.weights import init_weights
 
 from .weights import set_weights
@@ -34,8 +44,9 @@ def conv_block(convs: tuple[Conv, ...]) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-def nin_block(out_channels: int, kernel_size: int, strides: int, padding: int,
-              num_1x1: int = 2) -> nn.Sequential:
+def nin_block(
+    out_channels: int, kernel_size: int, strides: int, padding: int, num_1x1: int = 2
+) -> nn.Sequential:
     """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1)."""
     return conv_block(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1))
 
@@ -52,8 +63,11 @@ def _layer(layer) -> nn.Module:
     if isinstance(layer, Flatten):
         return nn.Flatten()
     if isinstance(layer, Dense):
-        return (nn.Sequential(nn.LazyLinear(layer.units), nn.ReLU(inplace=True)) if layer.relu
-                else nn.LazyLinear(layer.units))
+        return (
+            nn.Sequential(nn.LazyLinear(layer.units), nn.ReLU(inplace=True))
+            if layer.relu
+            else nn.LazyLinear(layer.units)
+        )
     raise TypeError(f"unknown layer {layer!r}")
 
 
@@ -64,8 +78,9 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     ``build_nin("alexnet")``. The model knows its spec as ``net.spec``.
     """
     spec = make_spec(spec, **overrides)
-    net = nn.Sequential(OrderedDict(
-        (name, _layer(layer)) for name, layer in zip(spec.layer_names(), spec.layers)))
+    net = nn.Sequential(
+        OrderedDict((name, _layer(layer)) for name, layer in zip(spec.layer_names(), spec.layers))
+    )
     size = spec.input_size if spec.fixed_input_size else shapes.min_input_size(spec)
     with torch.no_grad():
         net(torch.zeros(1, spec.in_channels, size, size))  # materialise the lazy layers
@@ -106,9 +121,12 @@ def predict_logits(net: nn.Module, images, batch_size: int = 256) -> np.ndarray:
     net.eval()
     try:
         with torch.inference_mode():
-            return np.concatenate([
-                net(as_tensor(net, images[start:start + batch_size])).cpu().numpy()
-                for start in range(0, len(images), batch_size)])
+            return np.concatenate(
+                [
+                    net(as_tensor(net, images[start : start + batch_size])).cpu().numpy()
+                    for start in range(0, len(images), batch_size)
+                ]
+            )
     finally:
         net.train(was_training)
 
@@ -134,5 +152,7 @@ def layer_outputs(net: nn.Sequential, images, names) -> dict[str, np.ndarray]:
 
 def parameter_shapes(net: nn.Sequential) -> dict[str, list[tuple[int, ...]]]:
     """Each top-level layer's parameters' shapes, as PyTorch holds them."""
-    return {name: [tuple(parameter.shape) for parameter in layer.parameters()]
-            for name, layer in net.named_children()}
+    return {
+        name: [tuple(parameter.shape) for parameter in layer.parameters()]
+        for name, layer in net.named_children()
+    }

@@ -29,12 +29,28 @@ from .model import use_intra_op_threads
 _CONV = {torch.conv2d, F.conv2d}
 _LINEAR = {F.linear}
 _RELU = {F.relu, F.relu_, torch.relu, torch.relu_, torch.Tensor.relu, torch.Tensor.relu_}
-_ACTIVATIONS = {F.sigmoid: "sigmoid", torch.sigmoid: "sigmoid", torch.Tensor.sigmoid: "sigmoid",
-                F.tanh: "tanh", torch.tanh: "tanh", torch.Tensor.tanh: "tanh",
-                F.leaky_relu: "leaky_relu", F.gelu: "gelu", F.elu: "elu", F.silu: "silu",
-                F.relu6: "relu6", F.hardtanh: "hardtanh"}
-_SOFTMAX = {F.softmax, F.log_softmax, torch.softmax, torch.log_softmax, torch.Tensor.softmax,
-            torch.Tensor.log_softmax}
+_ACTIVATIONS = {
+    F.sigmoid: "sigmoid",
+    torch.sigmoid: "sigmoid",
+    torch.Tensor.sigmoid: "sigmoid",
+    F.tanh: "tanh",
+    torch.tanh: "tanh",
+    torch.Tensor.tanh: "tanh",
+    F.leaky_relu: "leaky_relu",
+    F.gelu: "gelu",
+    F.elu: "elu",
+    F.silu: "silu",
+    F.relu6: "relu6",
+    F.hardtanh: "hardtanh",
+}
+_SOFTMAX = {
+    F.softmax,
+    F.log_softmax,
+    torch.softmax,
+    torch.log_softmax,
+    torch.Tensor.softmax,
+    torch.Tensor.log_softmax,
+}
 _MAX_POOL = {F.max_pool2d}
 _AVG_POOL = {F.avg_pool2d}
 _ADAPTIVE = {F.adaptive_avg_pool2d: t.GLOBAL_AVG_POOL, F.adaptive_max_pool2d: t.GLOBAL_MAX_POOL}
@@ -42,15 +58,38 @@ _MEAN = {torch.mean, torch.Tensor.mean}
 _MAX = {torch.amax, torch.Tensor.amax}
 _DROPOUT = {F.dropout, F.dropout2d, F.alpha_dropout, F.feature_alpha_dropout}
 _FLATTEN = {torch.flatten, torch.Tensor.flatten}
-_RESHAPE = {torch.reshape, torch.Tensor.reshape, torch.Tensor.view, torch.squeeze,
-            torch.Tensor.squeeze}
+_RESHAPE = {
+    torch.reshape,
+    torch.Tensor.reshape,
+    torch.Tensor.view,
+    torch.squeeze,
+    torch.Tensor.squeeze,
+}
 _BATCH_NORM = {F.batch_norm}
 _PAD = {F.pad}
 # The module classes that are one of the layers above, so the step is named after them.
-_LAYER_MODULES = (nn.Conv2d, nn.Linear, nn.ReLU, nn.MaxPool2d, nn.AvgPool2d,
-                  nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Dropout, nn.Flatten,
-                  nn.Unflatten, nn.BatchNorm2d, nn.Softmax, nn.LogSoftmax, nn.Sigmoid, nn.Tanh,
-                  nn.LeakyReLU, nn.GELU, nn.ELU, nn.ReLU6, nn.ZeroPad2d)
+_LAYER_MODULES = (
+    nn.Conv2d,
+    nn.Linear,
+    nn.ReLU,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.BatchNorm2d,
+    nn.Softmax,
+    nn.LogSoftmax,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.LeakyReLU,
+    nn.GELU,
+    nn.ELU,
+    nn.ReLU6,
+    nn.ZeroPad2d,
+)
 
 
 def is_model(obj) -> bool:
@@ -67,6 +106,7 @@ def contains(outer, inner) -> bool:
 
 
 # -- recording a forward pass --------------------------------------------------------------------
+
 
 def _argument(args, kwargs, index: int, name: str, default=None):
     if name in kwargs:
@@ -99,16 +139,20 @@ def _describe(func, args, kwargs, result) -> tuple[str, dict] | None:
     """(kind, config) of a recorded call, or None for calls that are not layers."""
     if func in _CONV:
         weight, bias = args[1], _argument(args, kwargs, 2, "bias")
-        return t.CONV, {"out_channels": int(weight.shape[0]),
-                        "kernel": tuple(weight.shape[2:]),
-                        "stride": _pair(_argument(args, kwargs, 3, "stride", 1)),
-                        "padding": _padding(_argument(args, kwargs, 4, "padding", 0)),
-                        "dilation": _pair(_argument(args, kwargs, 5, "dilation", 1)),
-                        "groups": int(_argument(args, kwargs, 6, "groups", 1)),
-                        "bias": bias is not None}
+        return t.CONV, {
+            "out_channels": int(weight.shape[0]),
+            "kernel": tuple(weight.shape[2:]),
+            "stride": _pair(_argument(args, kwargs, 3, "stride", 1)),
+            "padding": _padding(_argument(args, kwargs, 4, "padding", 0)),
+            "dilation": _pair(_argument(args, kwargs, 5, "dilation", 1)),
+            "groups": int(_argument(args, kwargs, 6, "groups", 1)),
+            "bias": bias is not None,
+        }
     if func in _LINEAR:
-        return t.DENSE, {"units": int(args[1].shape[0]),
-                         "bias": _argument(args, kwargs, 2, "bias") is not None}
+        return t.DENSE, {
+            "units": int(args[1].shape[0]),
+            "bias": _argument(args, kwargs, 2, "bias") is not None,
+        }
     if func in _RELU:
         return t.RELU, {}
     if func in _ACTIVATIONS:
@@ -118,9 +162,14 @@ def _describe(func, args, kwargs, result) -> tuple[str, dict] | None:
     if func in _MAX_POOL or func in _AVG_POOL:
         kernel = _pair(_argument(args, kwargs, 1, "kernel_size"))
         stride = _argument(args, kwargs, 2, "stride")
-        return (t.MAX_POOL if func in _MAX_POOL else t.AVG_POOL,
-                {"kernel": kernel, "stride": _pair(stride) if stride else kernel,
-                 "padding": _padding(_argument(args, kwargs, 3, "padding", 0))})
+        return (
+            t.MAX_POOL if func in _MAX_POOL else t.AVG_POOL,
+            {
+                "kernel": kernel,
+                "stride": _pair(stride) if stride else kernel,
+                "padding": _padding(_argument(args, kwargs, 3, "padding", 0)),
+            },
+        )
     if func in _ADAPTIVE:
         size = _argument(args, kwargs, 1, "output_size")
         if _pair(size) == (1, 1):
@@ -140,8 +189,12 @@ def _describe(func, args, kwargs, result) -> tuple[str, dict] | None:
         return t.BATCH_NORM, {}
     if func in _PAD:
         return t.PADDING, {}
-    if isinstance(result, torch.Tensor) and isinstance(args[0], torch.Tensor) \
-            and result.shape != args[0].shape and getattr(func, "__name__", "") != "__getitem__":
+    if (
+        isinstance(result, torch.Tensor)
+        and isinstance(args[0], torch.Tensor)
+        and result.shape != args[0].shape
+        and getattr(func, "__name__", "") != "__getitem__"
+    ):
         return t.OTHER, {"name": getattr(func, "__name__", str(func))}
     return None
 
@@ -203,8 +256,9 @@ class _Recorder(TorchFunctionMode):
         first = args[0] if args else None
         watched = isinstance(first, torch.Tensor) and id(first) in self.activations
         if watched and func in _CONV | _LINEAR and self.on_param_input is not None:
-            self.on_param_input(self._param_number(args[1], _argument(args, kwargs, 2, "bias")),
-                                first)
+            self.on_param_input(
+                self._param_number(args[1], _argument(args, kwargs, 2, "bias")), first
+            )
         try:
             result = func(*args, **kwargs)
         except Exception:
@@ -213,7 +267,7 @@ class _Recorder(TorchFunctionMode):
             raise
         if not watched:
             return result
-        for tensor in (result if isinstance(result, (tuple, list)) else (result,)):
+        for tensor in result if isinstance(result, (tuple, list)) else (result,):
             if isinstance(tensor, torch.Tensor):
                 self.activations.add(id(tensor))
         if isinstance(result, torch.Tensor):
@@ -227,13 +281,22 @@ class _Recorder(TorchFunctionMode):
         kind, config = described
         module = self.stack[-1] if self.stack else None
         own_layer = isinstance(module, _LAYER_MODULES)
-        param = (self._param_number(args[1], _argument(args, kwargs, 2, "bias"))
-                 if kind in t.PARAMETERISED else None)
-        self.steps.append(t.Step(
-            path=self.where(), kind=kind,
-            detail=type(module).__name__ if own_layer else f"{_function_name(func)} in forward",
-            output_shape=tuple(result.shape) if result is not None else (), config=config,
-            param=param, input_shape=tuple(first.shape)))
+        param = (
+            self._param_number(args[1], _argument(args, kwargs, 2, "bias"))
+            if kind in t.PARAMETERISED
+            else None
+        )
+        self.steps.append(
+            t.Step(
+                path=self.where(),
+                kind=kind,
+                detail=type(module).__name__ if own_layer else f"{_function_name(func)} in forward",
+                output_shape=tuple(result.shape) if result is not None else (),
+                config=config,
+                param=param,
+                input_shape=tuple(first.shape),
+            )
+        )
 
     def _param_number(self, weight, bias) -> int:
         for number, (known, _) in enumerate(self.weights):
@@ -243,7 +306,7 @@ class _Recorder(TorchFunctionMode):
         return len(self.weights) - 1
 
 
-_WEIGHTS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+_WEIGHTS: weakref.WeakKeyDictionary[nn.Module, list] = weakref.WeakKeyDictionary()
 
 
 def _forward(net: nn.Module, images: torch.Tensor, **recorder_options):
@@ -279,16 +342,26 @@ def trace(net: nn.Module, input_shape: tuple[int, ...]) -> t.ModelTrace:
     _WEIGHTS[net] = recorder.weights
     parameters = list(net.parameters())
     return t.ModelTrace(
-        framework=framework_of(net), model_type=f"{type(net).__module__}.{type(net).__name__}",
-        steps=recorder.steps, output_shape=output_shape,
-        param_shapes=[(tuple(weight.shape), tuple(bias.shape) if bias is not None else None)
-                      for weight, bias in recorder.weights],
+        framework=framework_of(net),
+        model_type=f"{type(net).__module__}.{type(net).__name__}",
+        steps=recorder.steps,
+        output_shape=output_shape,
+        param_shapes=[
+            (tuple(weight.shape), tuple(bias.shape) if bias is not None else None)
+            for weight, bias in recorder.weights
+        ],
         total_params=sum(p.numel() for p in parameters if not _uninitialized(p)),
-        trainable_params=sum(p.numel() for p in parameters
-                             if p.requires_grad and not _uninitialized(p)),
-        error=error, error_at=error_at,
-        frozen=[step.path for step in recorder.steps if step.param is not None
-                and not recorder.weights[step.param][0].requires_grad])
+        trainable_params=sum(
+            p.numel() for p in parameters if p.requires_grad and not _uninitialized(p)
+        ),
+        error=error,
+        error_at=error_at,
+        frozen=[
+            step.path
+            for step in recorder.steps
+            if step.param is not None and not recorder.weights[step.param][0].requires_grad
+        ],
+    )
 
 
 def _uninitialized(parameter) -> bool:
@@ -306,6 +379,7 @@ def _device(net: nn.Module) -> torch.device:
 
 # -- weights, numbers and gradients --------------------------------------------------------------
 
+
 def set_weights(net: nn.Module, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
     """Each parameterised step's canonical (weight, bias), by number (after :func:`trace`)."""
     with torch.no_grad():
@@ -315,8 +389,9 @@ def set_weights(net: nn.Module, arrays: list[tuple[np.ndarray, np.ndarray | None
                 bias.copy_(torch.from_numpy(np.asarray(new_bias, np.float32)))
 
 
-def run(net: nn.Module, images: np.ndarray, *,
-        training: bool = False) -> tuple[np.ndarray, dict[int, np.ndarray]]:
+def run(
+    net: nn.Module, images: np.ndarray, *, training: bool = False
+) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """(output, each parameterised step's input (NCHW)) for NCHW `images`."""
     use_intra_op_threads()
     net.train(training)
@@ -326,24 +401,26 @@ def run(net: nn.Module, images: np.ndarray, *,
         inputs.setdefault(number, tensor.detach().cpu().numpy().copy())
 
     with torch.no_grad():
-        output = _forward(net, torch.from_numpy(images).to(_device(net)),
-                          on_param_input=keep)
+        output = _forward(net, torch.from_numpy(images).to(_device(net)), on_param_input=keep)
     return output.detach().cpu().numpy().copy(), inputs
 
 
-def gradients(net: nn.Module, images: np.ndarray, labels: np.ndarray
-              ) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
+def gradients(
+    net: nn.Module, images: np.ndarray, labels: np.ndarray
+) -> list[tuple[np.ndarray | None, np.ndarray | None]]:
     """The mean cross-entropy's gradient for each parameterised step's (weight, bias), in
     inference mode (dropout off); None where a parameter gets none (frozen, or cut off)."""
     use_intra_op_threads()
     net.eval()
     pairs = _WEIGHTS[net]
-    wanted = [tensor for pair in pairs for tensor in pair
-              if tensor is not None and tensor.requires_grad]
+    wanted = [
+        tensor for pair in pairs for tensor in pair if tensor is not None and tensor.requires_grad
+    ]
     logits = net(torch.from_numpy(images).to(_device(net)))
     # (flattened: a model that forgot its flatten still has gradients to compare)
-    loss = F.cross_entropy(logits.reshape(len(logits), -1),
-                           torch.from_numpy(labels).to(logits.device))
+    loss = F.cross_entropy(
+        logits.reshape(len(logits), -1), torch.from_numpy(labels).to(logits.device)
+    )
     found = dict(zip(map(id, wanted), torch.autograd.grad(loss, wanted, allow_unused=True)))
 
     def grad(tensor):
@@ -364,8 +441,11 @@ def preserved(net: nn.Module, input_shape: tuple[int, ...]):
             net.eval()(torch.zeros(input_shape, device=_device(net)))
         except Exception:  # a model that cannot run at this size: the trace reports it
             pass
-    saved = {name: value.detach().clone() for name, value in net.state_dict().items()
-             if not _uninitialized(value)}
+    saved = {
+        name: value.detach().clone()
+        for name, value in net.state_dict().items()
+        if not _uninitialized(value)
+    }
     try:
         yield []
     finally:

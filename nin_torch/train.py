@@ -19,8 +19,14 @@ from .weights import from_canonical, parameter_names, to_canonical
 
 
 class Trainer(training.Trainer):
-    def __init__(self, net: nn.Module, recipe: training.Recipe | None = None, *, seed: int = 0,
-                 fast: bool = True):
+    def __init__(
+        self,
+        net: nn.Module,
+        recipe: training.Recipe | None = None,
+        *,
+        seed: int = 0,
+        fast: bool = True,
+    ):
         super().__init__(net, recipe, seed=seed, fast=fast)
         self._device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         # The book's code path is NCHW with out-of-place ReLUs in a default process; the fast
@@ -40,13 +46,17 @@ class Trainer(training.Trainer):
         recipe = self.recipe
         self._parameters = list(net.parameters())
         if recipe.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(self._parameters, lr=recipe.lr,
-                                              eps=recipe.adam_epsilon,
-                                              weight_decay=recipe.weight_decay)
+            self.optimizer = torch.optim.Adam(
+                self._parameters,
+                lr=recipe.lr,
+                eps=recipe.adam_epsilon,
+                weight_decay=recipe.weight_decay,
+            )
         else:
             momentum = recipe.momentum if recipe.optimizer == "momentum" else 0.0
-            self.optimizer = torch.optim.SGD(self._parameters, lr=recipe.lr, momentum=momentum,
-                                             weight_decay=recipe.weight_decay)
+            self.optimizer = torch.optim.SGD(
+                self._parameters, lr=recipe.lr, momentum=momentum, weight_decay=recipe.weight_decay
+            )
         self._lr = recipe.lr  # the rate the momentum buffers are scaled for
 
     @property
@@ -77,8 +87,7 @@ class Trainer(training.Trainer):
                 if buffer is not None:
                     buffer.mul_(factor)
 
-    def _train_step(self, images: np.ndarray, labels: np.ndarray,
-                    total: int) -> tuple[float, int]:
+    def _train_step(self, images: np.ndarray, labels: np.ndarray, total: int) -> tuple[float, int]:
         use_intra_op_threads()
         self.net.train()
         images = as_tensor(self.net, images)
@@ -128,9 +137,11 @@ class Trainer(training.Trainer):
             elif self.recipe.optimizer == "momentum" and state.get("momentum_buffer") is not None:
                 velocity = -self._lr * state["momentum_buffer"].cpu().numpy()
                 slots.setdefault("velocity", {})[name] = velocity.astype(np.float32)
-        return training.OptimizerState(self.recipe.optimizer, self.step_count,
-                                       {slot: to_canonical(self.net, arrays)
-                                        for slot, arrays in slots.items()})
+        return training.OptimizerState(
+            self.recipe.optimizer,
+            self.step_count,
+            {slot: to_canonical(self.net, arrays) for slot, arrays in slots.items()},
+        )
 
     def load_optimizer_state(self, state: training.OptimizerState) -> None:
         self.step_count = state.step
@@ -141,13 +152,17 @@ class Trainer(training.Trainer):
         self._lr = self.recipe.lr
         slots = {slot: from_canonical(self.net, arrays) for slot, arrays in state.slots.items()}
         for name, parameter in zip(parameter_names(self.net), self._parameters):
-            def tensor(slot):
-                return torch.from_numpy(
-                    np.array(slots[slot][name], np.float32)).to(parameter.device)
+
+            def tensor(slot, name=name, device=parameter.device):
+                return torch.from_numpy(np.array(slots[slot][name], np.float32)).to(device)
+
             if self.recipe.optimizer == "adam":
                 self.optimizer.state[parameter] = {
-                    "step": torch.tensor(float(state.step)), "exp_avg": tensor("m"),
-                    "exp_avg_sq": tensor("v")}
+                    "step": torch.tensor(float(state.step)),
+                    "exp_avg": tensor("m"),
+                    "exp_avg_sq": tensor("v"),
+                }
             else:
                 self.optimizer.state[parameter] = {
-                    "momentum_buffer": tensor("velocity") / -self._lr}
+                    "momentum_buffer": tensor("velocity") / -self._lr
+                }

@@ -32,8 +32,10 @@ from_canonical = to_canonical
 
 
 def get_weights(net: nn.Module) -> dict[str, np.ndarray]:
-    return {name: parameter.detach().cpu().numpy().copy()
-            for name, parameter in zip(parameter_names(net), net.parameters())}
+    return {
+        name: parameter.detach().cpu().numpy().copy()
+        for name, parameter in zip(parameter_names(net), net.parameters())
+    }
 
 
 def set_weights(net: nn.Module, arrays: dict[str, np.ndarray]) -> None:

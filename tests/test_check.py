@@ -33,10 +33,10 @@ READERS = Path(__file__).resolve().parent / "readers"
 
 @dataclass(frozen=True)
 class Case:
-    target: str                # relative to tests/readers, PATH[:NAME]
-    status: int                # nin check's exit status
-    says: str                  # a regular expression the verdict or a finding matches
-    options: dict = field(default_factory=dict)   # the model flags, as spec options
+    target: str  # relative to tests/readers, PATH[:NAME]
+    status: int  # nin check's exit status
+    says: str  # a regular expression the verdict or a finding matches
+    options: dict = field(default_factory=dict)  # the model flags, as spec options
     size: int = 96
 
     @property
@@ -54,89 +54,166 @@ FIRST = r"it differs from the book's NiN: "
 
 CASES = [
     # -- PyTorch ---------------------------------------------------------------------------
-    Case("torch/book.py", 0, BOOK),                   # imports d2l, trains at module level
-    Case("torch/d2l_classifier.py", 0, BOOK),         # d2l.Classifier, d2l.Trainer
-    Case("torch/subclass.py", 0, BOOK),               # F.relu, F.max_pool2d, torch.flatten
-    Case("torch/notebook.ipynb", 0, BOOK),            # cells, magics
+    Case("torch/book.py", 0, BOOK),  # imports d2l, trains at module level
+    Case("torch/d2l_classifier.py", 0, BOOK),  # d2l.Classifier, d2l.Trainer
+    Case("torch/subclass.py", 0, BOOK),  # F.relu, F.max_pool2d, torch.flatten
+    Case("torch/notebook.ipynb", 0, BOOK),  # cells, magics
     Case("torch/factory.py:get_net", 0, BOOK),
-    Case("torch/factory.py", 2, r"no model in factory\.py.*functions that may return one: "
-                                r"get_net"),
-    Case("torch/stride3.py", 1, FIRST + r"nin_block_1\.0, your net\.0\.0, Conv2d: stride 3 "
-                                        r"instead of 4"),
+    Case(
+        "torch/factory.py",
+        2,
+        r"no model in factory\.py.*functions that may return one: "
+        r"get_net",
+    ),
+    Case(
+        "torch/stride3.py",
+        1,
+        FIRST + r"nin_block_1\.0, your net\.0\.0, Conv2d: stride 3 "
+        r"instead of 4",
+    ),
     Case("torch/padding1.py", 1, FIRST + r"nin_block_1\.0, .*padding 1 instead of 0"),
     Case("torch/pool_inside.py", 1, FIRST + r"pooling inside nin_block_1"),
-    Case("torch/one_1x1.py", 1, r"this is nin\(num_1x1=1\) \(1 1x1 convolution per block, "
-                                r"exercise 2's variant\).*`--num-1x1 1`"),
+    Case(
+        "torch/one_1x1.py",
+        1,
+        r"this is nin\(num_1x1=1\) \(1 1x1 convolution per block, "
+        r"exercise 2's variant\).*`--num-1x1 1`",
+    ),
     Case("torch/one_1x1.py", 0, r"this is nin\(num_1x1=1\)", {"num_1x1": 1}),
-    Case("torch/missing_relu.py", 1, FIRST + r"no ReLU after nin_block_3\.1 "
-                                             r"\(net\.blocks\.2\.1, Conv2d\)"),
-    Case("torch/max_global_pool.py", 1, FIRST + r"net\.8, AdaptiveMaxPool2d: global max "
-                                                r"pooling instead of global average"),
+    Case(
+        "torch/missing_relu.py",
+        1,
+        FIRST + r"no ReLU after nin_block_3\.1 "
+        r"\(net\.blocks\.2\.1, Conv2d\)",
+    ),
+    Case(
+        "torch/max_global_pool.py",
+        1,
+        FIRST + r"net\.8, AdaptiveMaxPool2d: global max "
+        r"pooling instead of global average",
+    ),
     Case("torch/no_flatten.py", 1, FIRST + r"missing flatten or reshape.*\(1, 10, 1, 1\)"),
-    Case("torch/no_dropout.py", 1, FIRST + r"no dropout .*Dropout\(0\.5\) between max_pool_3 "
-                                           r"and nin_block_4"),
-    Case("torch/dropout_moved.py", 1, FIRST + r"a dropout after max_pool_1 \(net\.2, "
-                                              r"Dropout\)"),
-    Case("torch/channels_256.py", 1, FIRST + r"nin_block_3\.0, your net\.4\.0, Conv2d: 256 "
-                                             r"channels instead of 384"),
+    Case(
+        "torch/no_dropout.py",
+        1,
+        FIRST + r"no dropout .*Dropout\(0\.5\) between max_pool_3 "
+        r"and nin_block_4",
+    ),
+    Case(
+        "torch/dropout_moved.py",
+        1,
+        FIRST + r"a dropout after max_pool_1 \(net\.2, "
+        r"Dropout\)",
+    ),
+    Case(
+        "torch/channels_256.py",
+        1,
+        FIRST + r"nin_block_3\.0, your net\.4\.0, Conv2d: 256 "
+        r"channels instead of 384",
+    ),
     Case("torch/linear_head.py", 1, r"the linear head.*`--linear-head`"),
     Case("torch/linear_head.py", 0, r"this is nin\(final_relu=False\)", {"final_relu": False}),
     Case("torch/lenet.py", 1, r"not a NiN: it has 1 dense layer"),
-    Case("torch/syntax_error.py", 2, r"^syntax_error\.py, line 18: SyntaxError: invalid "
-                                     r"syntax\. Perhaps you forgot a comma\?$"),
-    Case("torch/relu_typo.py", 2, r"^relu_typo\.py, line 11 \(in nin_block, run by line 14\): "
-                                  r"AttributeError: module 'torch\.nn' has no attribute 'ReLu'"),
-    Case("torch/strides_typo.py", 2, r"^strides_typo\.py, line 9 .*TypeError: .*unexpected "
-                                     r"keyword argument 'strides'"),
+    Case(
+        "torch/syntax_error.py",
+        2,
+        r"^syntax_error\.py, line 18: SyntaxError: invalid "
+        r"syntax\. Perhaps you forgot a comma\?$",
+    ),
+    Case(
+        "torch/relu_typo.py",
+        2,
+        r"^relu_typo\.py, line 11 \(in nin_block, run by line 14\): "
+        r"AttributeError: module 'torch\.nn' has no attribute 'ReLu'",
+    ),
+    Case(
+        "torch/strides_typo.py",
+        2,
+        r"^strides_typo\.py, line 9 .*TypeError: .*unexpected "
+        r"keyword argument 'strides'",
+    ),
     # -- MXNet Gluon -------------------------------------------------------------------------
-    Case("mxnet/book.py", 0, BOOK),                   # npx.set_np(), net.add, d2l training
-    Case("mxnet/d2lzh.py", 0, BOOK),                  # import d2lzh, NDArrays, hybridized
-    Case("mxnet/hybrid_subclass.py", 0, BOOK),        # F.Pooling, F.Flatten in hybrid_forward
+    Case("mxnet/book.py", 0, BOOK),  # npx.set_np(), net.add, d2l training
+    Case("mxnet/d2lzh.py", 0, BOOK),  # import d2lzh, NDArrays, hybridized
+    Case("mxnet/hybrid_subclass.py", 0, BOOK),  # F.Pooling, F.Flatten in hybrid_forward
     Case("mxnet/never_initialized.py", 0, BOOK),
-    Case("mxnet/stride3.py", 1, FIRST + r"nin_block_1\.0, your net\.0\.0, Conv2D: stride 3 "
-                                        r"instead of 4"),
+    Case(
+        "mxnet/stride3.py",
+        1,
+        FIRST + r"nin_block_1\.0, your net\.0\.0, Conv2D: stride 3 "
+        r"instead of 4",
+    ),
     Case("mxnet/padding1.py", 1, FIRST + r"nin_block_1\.0, .*padding 1 instead of 0"),
     Case("mxnet/pool_inside.py", 1, FIRST + r"pooling inside nin_block_2"),
     Case("mxnet/one_1x1.py", 1, r"this is nin\(num_1x1=1\).*`--num-1x1 1`"),
     Case("mxnet/one_1x1.py", 0, r"this is nin\(num_1x1=1\)", {"num_1x1": 1}),
-    Case("mxnet/missing_relu.py", 1, FIRST + r"no ReLU after nin_block_1\.2 \(net\.0\.2, "
-                                             r"Conv2D\)"),
+    Case(
+        "mxnet/missing_relu.py",
+        1,
+        FIRST + r"no ReLU after nin_block_1\.2 \(net\.0\.2, "
+        r"Conv2D\)",
+    ),
     Case("mxnet/max_global_pool.py", 1, FIRST + r"net\.8, GlobalMaxPool2D: global max pooling"),
     Case("mxnet/no_flatten.py", 1, FIRST + r"missing flatten or reshape"),
     Case("mxnet/dropout_moved.py", 1, FIRST + r"a dropout after max_pool_2"),
     Case("mxnet/channels_256.py", 1, FIRST + r"nin_block_3\.0, .*256 channels instead of 384"),
-    Case("mxnet/nin_s.py", 1, r"this is nin-s \(NIN-S, exercise 5's family\).*`--model "
-                              r"nin-s`"),
+    Case(
+        "mxnet/nin_s.py",
+        1,
+        r"this is nin-s \(NIN-S, exercise 5's family\).*`--model "
+        r"nin-s`",
+    ),
     Case("mxnet/nin_s.py", 0, r"this is nin-s", {"spec": "nin-s"}),
     Case("mxnet/syntax_error.py", 2, r"^syntax_error\.py, line 22: SyntaxError"),
     # -- Keras 3 ----------------------------------------------------------------------------
-    Case("tf/book.py:net", 0, BOOK),                  # a function, Reshape after the pooling
+    Case("tf/book.py:net", 0, BOOK),  # a function, Reshape after the pooling
     Case("tf/book.py", 2, r"no model in book\.py.*functions that may return one: net"),
-    Case("tf/functional.py", 0, BOOK, size=224),      # fixed input size; keras.datasets
-    Case("tf/subclass.py", 0, BOOK),                  # tf.nn.relu, tf.reduce_mean in call()
+    Case("tf/functional.py", 0, BOOK, size=224),  # fixed input size; keras.datasets
+    Case("tf/subclass.py", 0, BOOK),  # tf.nn.relu, tf.reduce_mean in call()
     Case("tf/stride3.py:net", 1, FIRST + r"nin_block_1\.0, .*Conv2D: stride 3 instead of 4"),
-    Case("tf/padding_same.py:net", 1, FIRST + r"nin_block_1\.0, .*padding 'same' instead "
-                                              r"of 0"),
+    Case(
+        "tf/padding_same.py:net",
+        1,
+        FIRST + r"nin_block_1\.0, .*padding 'same' instead "
+        r"of 0",
+    ),
     Case("tf/pool_inside.py:net", 1, FIRST + r"pooling inside nin_block_1"),
     Case("tf/one_1x1.py:net", 1, r"this is nin\(num_1x1=1\).*`--num-1x1 1`"),
     Case("tf/missing_relu.py:net", 1, FIRST + r"no ReLU after nin_block_1\.1"),
-    Case("tf/max_global_pool.py:net", 1, FIRST + r"net\.global_max_pooling2d(_\d+)?, GlobalMaxPooling2D: "
-                                                r"global max pooling"),
+    Case(
+        "tf/max_global_pool.py:net",
+        1,
+        FIRST + r"net\.global_max_pooling2d(_\d+)?, GlobalMaxPooling2D: global max pooling",
+    ),
     Case("tf/no_flatten.py:net", 1, FIRST + r"missing flatten or reshape.*\(1, 10, 1, 1\)"),
     Case("tf/no_dropout.py:net", 1, FIRST + r"no dropout"),
-    Case("tf/channels_256.py:net", 1, FIRST + r"nin_block_3\.0, .*256 channels instead of "
-                                              r"384"),
-    Case("tf/gradual_head.py:net", 1, r"this is nin\(head_width=96\) \(a gradual head of "
-                                      r"width 96, exercise 4's variant\).*`--head-width 96`"),
+    Case(
+        "tf/channels_256.py:net",
+        1,
+        FIRST + r"nin_block_3\.0, .*256 channels instead of "
+        r"384",
+    ),
+    Case(
+        "tf/gradual_head.py:net",
+        1,
+        r"this is nin\(head_width=96\) \(a gradual head of "
+        r"width 96, exercise 4's variant\).*`--head-width 96`",
+    ),
     Case("tf/gradual_head.py:net", 0, r"this is nin\(head_width=96\)", {"head_width": 96}),
     Case("tf/syntax_error.py", 2, r"^syntax_error\.py, line 21: SyntaxError"),
-    Case("tf/stride_typo.py:net", 2, r"^stride_typo\.py, line 10 .*Unrecognized keyword "
-                                     r"arguments passed to Conv2D: \{'stride': 4\}"),
+    Case(
+        "tf/stride_typo.py:net",
+        2,
+        r"^stride_typo\.py, line 10 .*Unrecognized keyword "
+        r"arguments passed to Conv2D: \{'stride': 4\}",
+    ),
 ]
 
 # Every file of the corpus is a case, and every framework has at least eight mistakes.
-MISTAKES = {name: {case.target for case in CASES if case.backend == name and case.status}
-            for name in BACKENDS}
+MISTAKES = {
+    name: {case.target for case in CASES if case.backend == name and case.status}
+    for name in BACKENDS
+}
 
 # Checks each case in turn, in one process, as the runner does: prints one JSON per case.
 DRIVER = textwrap.dedent("""
@@ -170,11 +247,18 @@ def results(backend: str) -> dict[str, dict]:
     if backend not in _RESULTS:
         get_backend(backend)  # a framework that is missing skips (fails in CI)
         cases = [case for case in CASES if case.backend == backend]
-        payload = json.dumps([{"target": str(READERS / case.target), "options": case.options,
-                               "size": case.size} for case in cases])
+        payload = json.dumps(
+            [
+                {"target": str(READERS / case.target), "options": case.options, "size": case.size}
+                for case in cases
+            ]
+        )
         output = run_python(DRIVER, payload, timeout=900)
-        lines = [json.loads(line[len("RESULT "):]) for line in output.splitlines()
-                 if line.startswith("RESULT ")]
+        lines = [
+            json.loads(line[len("RESULT ") :])
+            for line in output.splitlines()
+            if line.startswith("RESULT ")
+        ]
         assert len(lines) == len(cases)
         _RESULTS[backend] = {case.id: data for case, data in zip(cases, lines)}
     return _RESULTS[backend]
@@ -195,13 +279,18 @@ def test_the_corpus_is_judged_as_it_should_be(case):
         assert found["findings"] == [] and found["max_logit_difference"] < 1e-4
         assert found["max_gradient_difference"] is not None
     if case.target == "torch/subclass.py":  # an import of a module that is not installed
-        assert "subclass.py, line 6: fashion_helpers is not installed; import skipped" \
-            in found["notes"], found["notes"]
+        assert (
+            "subclass.py, line 6: fashion_helpers is not installed; import skipped"
+            in found["notes"]
+        ), found["notes"]
 
 
 def test_every_file_of_the_corpus_is_a_case_with_eight_mistakes_per_framework():
-    files = {str(path.relative_to(READERS)) for path in READERS.rglob("*")
-             if path.suffix in (".py", ".ipynb")}
+    files = {
+        str(path.relative_to(READERS))
+        for path in READERS.rglob("*")
+        if path.suffix in (".py", ".ipynb")
+    }
     assert files == {case.target.split(":")[0] for case in CASES}
     for name, mistakes in MISTAKES.items():
         assert len({target.split(":")[0] for target in mistakes}) >= 8, name
@@ -217,6 +306,7 @@ def test_the_book_files_import_d2l_which_is_not_installed():
 
 
 # -- the Python API ----------------------------------------------------------------------------
+
 
 def test_check_model_in_a_notebook_cell_leaves_the_model_as_it_was(backend):
     """check_model sets other weights on the reader's layers to compare numbers; afterwards
@@ -250,9 +340,15 @@ def test_check_model_refuses_what_is_not_a_model():
 
 # -- the command -------------------------------------------------------------------------------
 
+
 def nin(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "common.cli", *map(str, args)],
-                          capture_output=True, text=True, cwd=cwd or ROOT, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "common.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd or ROOT,
+        timeout=timeout,
+    )
 
 
 @pytest.mark.parametrize("name", list(BACKENDS))
@@ -265,8 +361,11 @@ def test_nin_check_passes_the_books_own_file_at_224(name, tmp_path):
     assert "Verdict: this is the book's NiN" in result.stdout
     assert "checked against nin at 224x224" in result.stdout
     text = report.read_text()
-    assert text.startswith("# nin check: book.py:net") and "**Verdict:** this is the book's NiN" \
-        in text and "| nin_block_1 " in text
+    assert (
+        text.startswith("# nin check: book.py:net")
+        and "**Verdict:** this is the book's NiN" in text
+        and "| nin_block_1 " in text
+    )
 
 
 def test_nin_check_exits_1_and_names_the_variant_and_its_flags():
@@ -285,15 +384,28 @@ def test_a_file_with_d2l_installed_is_still_neither_trained_nor_fed(tmp_path):
     fake.mkdir(parents=True)
     marker = tmp_path / "trained"
     (fake / "__init__.py").write_text("")
-    (fake / "torch.py").write_text(f"def train_ch6(*a, **k):\n    open({str(marker)!r}, 'w')\n"
-                                   f"def load_data_fashion_mnist(*a, **k):\n"
-                                   f"    open({str(marker)!r}, 'w')\n    return None, None\n"
-                                   "def try_gpu():\n    return 'cpu'\n")
-    result = subprocess.run([sys.executable, "-m", "common.cli", "check",
-                             str(READERS / "torch" / "book.py"), "--size", "96"],
-                            capture_output=True, text=True, cwd=ROOT, timeout=600,
-                            env={**os.environ,
-                                 "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"})
+    (fake / "torch.py").write_text(
+        f"def train_ch6(*a, **k):\n    open({str(marker)!r}, 'w')\n"
+        f"def load_data_fashion_mnist(*a, **k):\n"
+        f"    open({str(marker)!r}, 'w')\n    return None, None\n"
+        "def try_gpu():\n    return 'cpu'\n"
+    )
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "check",
+            str(READERS / "torch" / "book.py"),
+            "--size",
+            "96",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+        env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert not marker.exists()
 
@@ -301,25 +413,44 @@ def test_a_file_with_d2l_installed_is_still_neither_trained_nor_fed(tmp_path):
 LOOP = "import time\nwhile True:\n    time.sleep(0.05)\n"
 
 
-@pytest.mark.parametrize("files, args, message", [
-    ({}, ["missing.py"], r"missing\.py does not exist"),
-    ({"notes.txt": "hello"}, ["notes.txt"], r"expected a Python file \(\.py\) or a notebook"),
-    ({"broken.ipynb": "{not json"}, ["broken.ipynb"], r"broken\.ipynb is not a Jupyter "
-                                                      r"notebook"),
-    ({"empty.py": "x = 1\n"}, ["empty.py"], r"no model in empty\.py"),
-    ({"empty.py": "x = 1\n"}, ["empty.py:net"], r"empty\.py has no 'net'"),
-    ({"value.py": "net = 3\n"}, ["value.py:net"], r"net in value\.py is a int, not a model"),
-    ({"loop.py": LOOP}, ["loop.py", "--timeout", "3"],
-     r"loop\.py did not finish within 3 s \(it was running loop\.py, line 2\); give more "
-     r"with --timeout"),
-    ({"crash.py": "import os\nos.abort()\n"}, ["crash.py"],
-     r"the process running crash\.py died \(killed by SIGABRT\)"),
-    ({"x.py": "x = 1\n", "out.md": "mine"}, ["x.py", "--report", "out.md"],
-     r"out\.md exists; pass --force"),
-    ({"x.py": "x = 1\n"}, ["x.py", "--size", "40"], r"needs images of at least 67x67"),
-    ({"x.py": "x = 1\n"}, ["x.py", "--model", "alexnet", "--num-1x1", "1"],
-     r"--num-1x1 does not apply to --model alexnet"),
-])
+@pytest.mark.parametrize(
+    "files, args, message",
+    [
+        ({}, ["missing.py"], r"missing\.py does not exist"),
+        ({"notes.txt": "hello"}, ["notes.txt"], r"expected a Python file \(\.py\) or a notebook"),
+        (
+            {"broken.ipynb": "{not json"},
+            ["broken.ipynb"],
+            r"broken\.ipynb is not a Jupyter "
+            r"notebook",
+        ),
+        ({"empty.py": "x = 1\n"}, ["empty.py"], r"no model in empty\.py"),
+        ({"empty.py": "x = 1\n"}, ["empty.py:net"], r"empty\.py has no 'net'"),
+        ({"value.py": "net = 3\n"}, ["value.py:net"], r"net in value\.py is a int, not a model"),
+        (
+            {"loop.py": LOOP},
+            ["loop.py", "--timeout", "3"],
+            r"loop\.py did not finish within 3 s \(it was running loop\.py, line 2\); give more "
+            r"with --timeout",
+        ),
+        (
+            {"crash.py": "import os\nos.abort()\n"},
+            ["crash.py"],
+            r"the process running crash\.py died \(killed by SIGABRT\)",
+        ),
+        (
+            {"x.py": "x = 1\n", "out.md": "mine"},
+            ["x.py", "--report", "out.md"],
+            r"out\.md exists; pass --force",
+        ),
+        ({"x.py": "x = 1\n"}, ["x.py", "--size", "40"], r"needs images of at least 67x67"),
+        (
+            {"x.py": "x = 1\n"},
+            ["x.py", "--model", "alexnet", "--num-1x1", "1"],
+            r"--num-1x1 does not apply to --model alexnet",
+        ),
+    ],
+)
 def test_what_cannot_be_checked_is_one_line_and_exit_2(tmp_path, files, args, message):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
@@ -337,9 +468,14 @@ def test_help_says_the_file_is_executed_and_states_the_rules():
     result = nin("check", "--help")
     assert result.returncode == 0
     text = " ".join(result.stdout.split())
-    for words in ("THE FILE IS EXECUTED", "top-level statements in order",
-                  "if __name__ == \"__main__\":", "is a note, not a failure",
-                  "would train or load data is never run", "the first statement that fails"):
+    for words in (
+        "THE FILE IS EXECUTED",
+        "top-level statements in order",
+        'if __name__ == "__main__":',
+        "is a note, not a failure",
+        "would train or load data is never run",
+        "the first statement that fails",
+    ):
         assert words in text, words
 
 
@@ -347,6 +483,7 @@ def test_the_reference_spec_is_any_models_spec():
     """The flags pick the reference: it is the spec `nin train` would build with them."""
     from common.tools.check.analysis import variant_names
 
-    names, flags, others = variant_names(make_spec("nin", num_1x1=1, final_relu=False),
-                                         make_spec("nin"))
+    names, flags, others = variant_names(
+        make_spec("nin", num_1x1=1, final_relu=False), make_spec("nin")
+    )
     assert flags == ["--num-1x1 1", "--linear-head"] and not others

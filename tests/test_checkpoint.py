@@ -15,15 +15,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.tools.checkpoint import (CheckpointError, check_resumable, checkpoint_folders,
-                                     latest_checkpoint, load_checkpoint)
+from common.backends import BACKENDS
 from common.cli import main
+from common.tools.checkpoint import (
+    CheckpointError,
+    check_resumable,
+    checkpoint_folders,
+    latest_checkpoint,
+    load_checkpoint,
+)
 from common.tools.config import PRESETS
 from common.tools.runs import load_result, train_run
 from common.training import TrainingStopped
 from common.weights import load_weights
-
-from common.backends import BACKENDS
 
 from .conftest import get_backend
 
@@ -31,10 +35,27 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMES = list(BACKENDS)
 
 # 512 images in batches of 64: 8 steps an epoch, 2 epochs; a short warm-up so it learns.
-CONFIG = replace(PRESETS["quick"], epochs=2, train_limit=512, test_limit=256, batch_size=64,
-                 recipe=replace(PRESETS["quick"].recipe, warmup_steps=4))
-CLI_FLAGS = ["--epochs", "2", "--train-limit", "512", "--test-limit", "256",
-             "--batch-size", "64", "--warmup-steps", "4", "--no-progress"]
+CONFIG = replace(
+    PRESETS["quick"],
+    epochs=2,
+    train_limit=512,
+    test_limit=256,
+    batch_size=64,
+    recipe=replace(PRESETS["quick"].recipe, warmup_steps=4),
+)
+CLI_FLAGS = [
+    "--epochs",
+    "2",
+    "--train-limit",
+    "512",
+    "--test-limit",
+    "256",
+    "--batch-size",
+    "64",
+    "--warmup-steps",
+    "4",
+    "--no-progress",
+]
 QUIET = {"log": lambda *args: None, "progress": False}
 
 
@@ -58,8 +79,14 @@ def timeless(run_dir: Path) -> list[dict]:
     import json
 
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    return [{key: value for key, value in record.items()
-             if key not in ("seconds", "examples_per_second")} for record in records]
+    return [
+        {
+            key: value
+            for key, value in record.items()
+            if key not in ("seconds", "examples_per_second")
+        }
+        for record in records
+    ]
 
 
 def assert_same_run(run_dir: Path, reference: Path) -> None:
@@ -80,14 +107,15 @@ def straight(tmp_path_factory, fashion_mnist):
             train_run(name, CONFIG, root / name, **QUIET)
             done[name] = root / name
         return done[name]
+
     return run
 
 
 # -- exact resume -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("stop_after", [5, 8], ids=["mid-epoch", "epoch-end"])
-def test_stopped_and_resumed_equals_uninterrupted_bitwise(backend, straight, tmp_path,
-                                                          stop_after):
+def test_stopped_and_resumed_equals_uninterrupted_bitwise(backend, straight, tmp_path, stop_after):
     reference = straight(backend.BACKEND)
     out = tmp_path / "run"
     with pytest.raises(TrainingStopped) as stopped:
@@ -115,14 +143,19 @@ def test_a_checkpoint_holds_everything_it_promises(backend, straight):
     backend.load_native(net, folders[0] / f"model{backend.NATIVE_SUFFIX}")
     for key, value in backend.get_weights(net).items():
         np.testing.assert_array_equal(value, checkpoint.weights[key])
-    np.testing.assert_array_equal(checkpoint.weights["nin_block_1.0.weight"],
-                                  weights_of(run_dir)["nin_block_1.0.weight"])
+    np.testing.assert_array_equal(
+        checkpoint.weights["nin_block_1.0.weight"], weights_of(run_dir)["nin_block_1.0.weight"]
+    )
 
 
 def test_resume_to_more_epochs_continues_the_run(backend, straight, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
-                 "--epochs", "1"]) == 0
+    assert (
+        main(
+            ["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS, "--epochs", "1"]
+        )
+        == 0
+    )
     assert main(["train", "--resume", str(out), "--no-progress"]) == 2
     assert "is complete" in capsys.readouterr().err
     assert main(["train", "--resume", str(out), "--epochs", "2", "--no-progress"]) == 0
@@ -145,9 +178,15 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_end(backend, stra
 
 # -- signals and SIGKILL in a real `nin train` process ------------------------------------------
 
+
 def _nin(*args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "common.cli", *args], cwd=ROOT,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "common.cli", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> bool:
@@ -164,10 +203,19 @@ def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> b
 
 @pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_signal_stops_after_a_step_writes_a_checkpoint_and_says_how_to_resume(
-        backend, straight, tmp_path, signal_name, status):
+    backend, straight, tmp_path, signal_name, status
+):
     out = tmp_path / "run"
-    process = _nin("train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
-                   "--checkpoint-every", "1")
+    process = _nin(
+        "train",
+        "--backend",
+        backend.BACKEND,
+        "--out",
+        str(out),
+        *CLI_FLAGS,
+        "--checkpoint-every",
+        "1",
+    )
     assert _wait_for(lambda: bool(checkpoint_folders(out)), process)
     process.send_signal(getattr(signal, signal_name))
     _, stderr = process.communicate(timeout=120)
@@ -199,12 +247,24 @@ def test_sigkill_at_random_moments_loses_nothing(backend, straight, tmp_path):
     # here): random moments that always land before the run could end on its own.
     kill_after = sorted(rng.sample(range(1, STEPS - 2), KILLS))
     for step in kill_after:
-        args = (["train", "--resume", str(out), "--checkpoint-every", "1", "--no-progress"]
-                if checkpoint_folders(out) else
-                ["train", "--backend", backend.BACKEND, "--out", str(out), *CLI_FLAGS,
-                 "--checkpoint-every", "1"])
+        args = (
+            ["train", "--resume", str(out), "--checkpoint-every", "1", "--no-progress"]
+            if checkpoint_folders(out)
+            else [
+                "train",
+                "--backend",
+                backend.BACKEND,
+                "--out",
+                str(out),
+                *CLI_FLAGS,
+                "--checkpoint-every",
+                "1",
+            ]
+        )
         process = _nin(*args)
-        assert _wait_for(lambda: _newest_step(out) >= step, process), process.communicate()[1]
+        assert _wait_for(lambda step=step: _newest_step(out) >= step, process), (
+            process.communicate()[1]
+        )
         time.sleep(rng.uniform(0.0, 0.2))
         process.kill()
         process.wait(timeout=60)
@@ -217,6 +277,7 @@ def test_sigkill_at_random_moments_loses_nothing(backend, straight, tmp_path):
 
 
 # -- NaN, full disk, validation -----------------------------------------------------------------
+
 
 def test_nan_stops_and_leaves_the_last_good_checkpoint_resumable(backend, tmp_path, capsys):
     out = tmp_path / "run"
@@ -269,8 +330,10 @@ def test_checkpoints_are_validated_with_one_line_errors(backend, straight, tmp_p
     for argv, message in [
         (["train", "--resume", str(run_dir), "--batch-size", "32"], "--batch-size cannot change"),
         (["train", "--resume", str(run_dir), "--num-1x1", "1"], "--num-1x1 cannot change"),
-        (["train", "--resume", str(run_dir), "--backend", other, "--epochs", "3"],
-         f"is a {backend.BACKEND} checkpoint"),
+        (
+            ["train", "--resume", str(run_dir), "--backend", other, "--epochs", "3"],
+            f"is a {backend.BACKEND} checkpoint",
+        ),
         (["train", "--resume", str(run_dir), "--epochs", "1"], "already past epoch 1"),
         (["train", "--resume", str(tmp_path / "nowhere")], "does not exist"),
         (["train", "--resume", str(tmp_path)], "has no checkpoint"),
@@ -313,11 +376,13 @@ def halfway(tmp_path_factory, fashion_mnist):
                 train_run(name, NO_DROPOUT, root / name, stop_requested=StopAfter(8), **QUIET)
             done[name] = latest_checkpoint(root / name)
         return done[name]
+
     return checkpoint
 
 
-@pytest.mark.parametrize("source, target", [(a, b) for a in NAMES for b in NAMES if a != b],
-                         ids=lambda name: name)
+@pytest.mark.parametrize(
+    "source, target", [(a, b) for a in NAMES for b in NAMES if a != b], ids=lambda name: name
+)
 def test_a_checkpoint_continues_in_another_framework(halfway, tmp_path, source, target):
     get_backend(target)
     checkpoint = halfway(source)
@@ -338,6 +403,7 @@ def test_a_checkpoint_continues_in_another_framework(halfway, tmp_path, source, 
 
 
 # -- interrupted comparisons and sweeps continue where they stopped ------------------------------
+
 
 def _stamps(folder: Path) -> dict:
     return {path: path.stat().st_mtime_ns for path in folder.rglob("summary.json")}

@@ -10,15 +10,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from common.backends import BACKENDS
 from common.cli import main
 from common.weights import load_weights
 
-from common.backends import BACKENDS
-
 from .conftest import get_backend
 
-TINY = ["--epochs", "1", "--train-limit", "256", "--test-limit", "128", "--batch-size", "64",
-        "--no-progress"]
+TINY = [
+    "--epochs",
+    "1",
+    "--train-limit",
+    "256",
+    "--test-limit",
+    "128",
+    "--batch-size",
+    "64",
+    "--no-progress",
+]
 
 
 def is_png(path: Path) -> bool:
@@ -38,8 +46,13 @@ def test_train_writes_every_artifact(backend, train_run):
     assert [m["epoch"] for m in metrics] == [1]
     points = [record for record in records if record["kind"] == "step"]
     assert [point["step"] for point in points] == [1, 2, 3, 4]  # 256 images, batch 64
-    assert {"train_loss", "train_accuracy", "test_accuracy", "examples_per_second",
-            "seconds"} <= set(metrics[0])
+    assert {
+        "train_loss",
+        "train_accuracy",
+        "test_accuracy",
+        "examples_per_second",
+        "seconds",
+    } <= set(metrics[0])
     assert is_png(train_run / "curves.png")
     summary = json.loads((train_run / "summary.json").read_text())
     assert summary["backend"] == backend.BACKEND and summary["final"] == metrics[-1]
@@ -52,20 +65,37 @@ def test_train_writes_every_artifact(backend, train_run):
 def test_predict_writes_a_readable_png(backend, train_run, capsys):
     out = train_run / "grid.png"
     native = train_run / f"model{backend.NATIVE_SUFFIX}"
-    assert main(["predict", "--backend", backend.BACKEND, "--weights", str(native),
-                 "--n", "12", "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                "--backend",
+                backend.BACKEND,
+                "--weights",
+                str(native),
+                "--n",
+                "12",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     assert is_png(out)
     import matplotlib.image
 
     assert matplotlib.image.imread(out).ndim == 3
     assert "of 12 right" in capsys.readouterr().out
     # nothing the user had is replaced without --force
-    assert main(["predict", "--backend", backend.BACKEND, "--weights", str(native),
-                 "--out", str(out)]) == 2
+    assert (
+        main(["predict", "--backend", backend.BACKEND, "--weights", str(native), "--out", str(out)])
+        == 2
+    )
 
 
-def test_convert_to_every_other_backend_keeps_predictions(backend, train_run, fashion_mnist,
-                                                          tmp_path):
+def test_convert_to_every_other_backend_keeps_predictions(
+    backend, train_run, fashion_mnist, tmp_path
+):
     from common.backends import BACKENDS
     from common.data import to_model_input
 
@@ -76,32 +106,61 @@ def test_convert_to_every_other_backend_keeps_predictions(backend, train_run, fa
     for name in BACKENDS:
         target = get_backend(name)
         out = tmp_path / f"converted{target.NATIVE_SUFFIX}"
-        assert main(["convert", "--from", backend.BACKEND, "--to", name,
-                     str(train_run / f"model{backend.NATIVE_SUFFIX}"), str(out)]) == 0
+        assert (
+            main(
+                [
+                    "convert",
+                    "--from",
+                    backend.BACKEND,
+                    "--to",
+                    name,
+                    str(train_run / f"model{backend.NATIVE_SUFFIX}"),
+                    str(out),
+                ]
+            )
+            == 0
+        )
         net = target.build_nin(seed=99)
         target.load_native(net, out)
-        np.testing.assert_allclose(target.predict_logits(net, images), expected,
-                                   rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(
+            target.predict_logits(net, images), expected, rtol=1e-4, atol=1e-4
+        )
         out.unlink()
 
 
 def test_convert_to_and_from_the_interchange_npz(backend, train_run, tmp_path, capsys):
     native = train_run / f"model{backend.NATIVE_SUFFIX}"
     npz = tmp_path / "out.npz"
-    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(native),
-                 str(npz)]) == 0
+    assert (
+        main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(native), str(npz)])
+        == 0
+    )
     exported = load_weights(npz)
     assert exported.metadata["framework"] == backend.BACKEND
     back = tmp_path / f"back{backend.NATIVE_SUFFIX}"
-    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(npz),
-                 str(back)]) == 0
+    assert (
+        main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(npz), str(back)])
+        == 0
+    )
     net = backend.build_nin(seed=7)
     backend.load_native(net, back)
     original = load_weights(train_run / "weights.npz").arrays
     for key, value in backend.get_weights(net).items():
         np.testing.assert_array_equal(value, original[key])
-    assert main(["convert", "--from", backend.BACKEND, "--to", backend.BACKEND, str(train_run),
-                 str(tmp_path / "from-folder.npz")]) == 0  # a run folder works too
+    assert (
+        main(
+            [
+                "convert",
+                "--from",
+                backend.BACKEND,
+                "--to",
+                backend.BACKEND,
+                str(train_run),
+                str(tmp_path / "from-folder.npz"),
+            ]
+        )
+        == 0
+    )  # a run folder works too
     capsys.readouterr()
 
 
@@ -112,8 +171,14 @@ def test_compare_writes_the_report(fashion_mnist, tmp_path, capsys):
     assert main(["compare", "--out", str(out), *TINY]) == 0
     assert f"report: {out / 'report.md'}" in capsys.readouterr().out
     report = (out / "report.md").read_text()
-    for heading in ("## Results", "## Trained in one framework, evaluated in another",
-                    "## Layer shapes", "## Parameters", "## NiN vs AlexNet", "## Versions"):
+    for heading in (
+        "## Results",
+        "## Trained in one framework, evaluated in another",
+        "## Layer shapes",
+        "## Parameters",
+        "## NiN vs AlexNet",
+        "## Versions",
+    ):
         assert heading in report
     assert is_png(out / "curves.png")
     summary = json.loads((out / "summary.json").read_text())
@@ -148,48 +213,75 @@ A_FILE = Path(__file__)  # an existing file, for outputs placed "under" a file
 READ_ONLY = Path("/proc")  # a folder in which nobody, root included, can create anything
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["shapes", "--backend", "caffe"], "unknown backend 'caffe'"),
-    (["shapes", "--backend", "torch,torch"], "named twice"),
-    (["shapes", "--size", "0"], "--size: must be between 1 and 4096"),
-    (["params", "--num-1x1", "-1"], "--num-1x1: must be between 0 and 8"),
-    (["params", "--model", "alexnet", "--num-1x1", "1"], "does not apply to --model alexnet"),
-    (["resources", "--in-channels", "0"], "--in-channels: must be between 1 and 64"),
-    (["resources", "--batch", "many"], "--batch: expected a whole number"),
-    (["resources", "--dropout", "1.5"], "--dropout: must be in [0, 1)"),
-    (["train"], "--backend is required"),
-    (["train", "--backend", "torch", "--epochs", "0"], "--epochs: must be between 1"),
-    (["train", "--backend", "torch", "--seed", "-3"], "--seed: must be between 0"),
-    (["train", "--backend", "torch", "--clip-norm", "nan"], "--clip-norm: must be in"),
-    (["train", "--backend", "torch", "--model", "alexnet", "--size", "96"],
-     "takes exactly 224x224"),
-    (["train", "--backend", "torch", "--out", str(A_FILE / "run")], "is a file, not a folder"),
-    (["train", "--backend", "torch", "--out", str(A_FILE)], "is not a folder"),
-    (["train", "--backend", "torch", "--out", str(READ_ONLY / "nin-run")], "is not writable"),
-    (["compare", "--out", str(A_FILE / "cmp")], "is a file, not a folder"),
-    (["compare", "--resume", "/nonexistent-compare"], "not a nin compare folder"),
-    (["sweep", "--seeds", "4-0"], "bad seed range"),
-    (["sweep", "--seeds", "zero"], "seeds must look like"),
-    (["sweep", "--heads", "relu"], "--heads takes linear, book"),
-    (["sweep", "--out", str(A_FILE / "sweep")], "is a file, not a folder"),
-    (["predict", "--backend", "torch", "--weights", "x.npz", "--n", "0"], "--n: must be between"),
-    (["predict", "--backend", "torch", "--weights", "x.npz", "--out", str(A_FILE / "p.png")],
-     "is a file, not a folder"),
-    (["predict", "--backend", "torch", "--weights", "x.npz", "--out",
-      str(READ_ONLY / "p.png")], "is not writable"),
-    (["convert", "--from", "tf", "--to", "tf", "x.npz", str(A_FILE / "y.npz")],
-     "is a file, not a folder"),
-    (["convert", "--from", "tf", "--to", "tf", "x.npz", "y.pt"], "saved as *.weights.h5"),
-    (["shapes", "--size", "50", "--backend", "torch"], "at least 67x67"),
-    (["train", "--backend", "torch", "--lr", "-1"], "--lr: must be a positive number"),
-    (["train", "--backend", "torch", "--size", "40"], "at least 67x67"),
-    (["train", "--backend", "torch", "--train-limit", "70000"], "--train-limit: must be between"),
-    (["train", "--backend", "torch", "--data-dir", "/nonexistent"], "/nonexistent"),
-    (["predict", "--backend", "torch", "--weights", "/nonexistent.pt"], "does not exist"),
-    (["convert", "--from", "tf", "--to", "tf", "/nonexistent.npz", "x.weights.h5"],
-     "does not exist"),
-    (["resources", "--size", "10"], "at least 67x67"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["shapes", "--backend", "caffe"], "unknown backend 'caffe'"),
+        (["shapes", "--backend", "torch,torch"], "named twice"),
+        (["shapes", "--size", "0"], "--size: must be between 1 and 4096"),
+        (["params", "--num-1x1", "-1"], "--num-1x1: must be between 0 and 8"),
+        (["params", "--model", "alexnet", "--num-1x1", "1"], "does not apply to --model alexnet"),
+        (["resources", "--in-channels", "0"], "--in-channels: must be between 1 and 64"),
+        (["resources", "--batch", "many"], "--batch: expected a whole number"),
+        (["resources", "--dropout", "1.5"], "--dropout: must be in [0, 1)"),
+        (["train"], "--backend is required"),
+        (["train", "--backend", "torch", "--epochs", "0"], "--epochs: must be between 1"),
+        (["train", "--backend", "torch", "--seed", "-3"], "--seed: must be between 0"),
+        (["train", "--backend", "torch", "--clip-norm", "nan"], "--clip-norm: must be in"),
+        (
+            ["train", "--backend", "torch", "--model", "alexnet", "--size", "96"],
+            "takes exactly 224x224",
+        ),
+        (["train", "--backend", "torch", "--out", str(A_FILE / "run")], "is a file, not a folder"),
+        (["train", "--backend", "torch", "--out", str(A_FILE)], "is not a folder"),
+        (["train", "--backend", "torch", "--out", str(READ_ONLY / "nin-run")], "is not writable"),
+        (["compare", "--out", str(A_FILE / "cmp")], "is a file, not a folder"),
+        (["compare", "--resume", "/nonexistent-compare"], "not a nin compare folder"),
+        (["sweep", "--seeds", "4-0"], "bad seed range"),
+        (["sweep", "--seeds", "zero"], "seeds must look like"),
+        (["sweep", "--heads", "relu"], "--heads takes linear, book"),
+        (["sweep", "--out", str(A_FILE / "sweep")], "is a file, not a folder"),
+        (
+            ["predict", "--backend", "torch", "--weights", "x.npz", "--n", "0"],
+            "--n: must be between",
+        ),
+        (
+            ["predict", "--backend", "torch", "--weights", "x.npz", "--out", str(A_FILE / "p.png")],
+            "is a file, not a folder",
+        ),
+        (
+            [
+                "predict",
+                "--backend",
+                "torch",
+                "--weights",
+                "x.npz",
+                "--out",
+                str(READ_ONLY / "p.png"),
+            ],
+            "is not writable",
+        ),
+        (
+            ["convert", "--from", "tf", "--to", "tf", "x.npz", str(A_FILE / "y.npz")],
+            "is a file, not a folder",
+        ),
+        (["convert", "--from", "tf", "--to", "tf", "x.npz", "y.pt"], "saved as *.weights.h5"),
+        (["shapes", "--size", "50", "--backend", "torch"], "at least 67x67"),
+        (["train", "--backend", "torch", "--lr", "-1"], "--lr: must be a positive number"),
+        (["train", "--backend", "torch", "--size", "40"], "at least 67x67"),
+        (
+            ["train", "--backend", "torch", "--train-limit", "70000"],
+            "--train-limit: must be between",
+        ),
+        (["train", "--backend", "torch", "--data-dir", "/nonexistent"], "/nonexistent"),
+        (["predict", "--backend", "torch", "--weights", "/nonexistent.pt"], "does not exist"),
+        (
+            ["convert", "--from", "tf", "--to", "tf", "/nonexistent.npz", "x.weights.h5"],
+            "does not exist",
+        ),
+        (["resources", "--size", "10"], "at least 67x67"),
+    ],
+)
 def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     error = capsys.readouterr().err
@@ -198,10 +290,12 @@ def test_bad_input_is_one_line_and_exit_2(argv, message, capsys):
 
 def test_a_rejected_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    for argv in (["train", "--backend", "torch", "--size", "40"],
-                 ["train", "--backend", "torch", "--data-dir", str(tmp_path / "nowhere")],
-                 ["compare", "--data-dir", str(tmp_path / "nowhere")],
-                 ["sweep", "--data-dir", str(tmp_path / "nowhere")]):
+    for argv in (
+        ["train", "--backend", "torch", "--size", "40"],
+        ["train", "--backend", "torch", "--data-dir", str(tmp_path / "nowhere")],
+        ["compare", "--data-dir", str(tmp_path / "nowhere")],
+        ["sweep", "--data-dir", str(tmp_path / "nowhere")],
+    ):
         assert main(argv) == 2, argv
     assert list(tmp_path.iterdir()) == [], "no runs/ folder may be left behind"
     capsys.readouterr()
@@ -275,28 +369,76 @@ def test_core_dependencies_cover_what_every_command_uses():
 def test_console_script_reports_errors_without_traceback(tmp_path):
     bad = tmp_path / "bad.npz"
     bad.write_bytes(b"not a zip")
-    result = subprocess.run([sys.executable, "-m", "common.cli", "predict", "--backend", "torch",
-                             "--weights", str(bad)], capture_output=True, text=True)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "predict",
+            "--backend",
+            "torch",
+            "--weights",
+            str(bad),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 2
     assert "not a NiN weights file" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_bench_measures_throughput_flops_and_mfu(backend, tmp_path, capsys):
     out, rows_path = tmp_path / "bench" / "benchmarks.md", tmp_path / "bench.json"
-    assert main(["bench", "--backends", backend.BACKEND, "--size", "67", "--batch", "4",
-                 "--steps", "1", "--repeats", "1", "--baseline", "--real-data", "--onnx",
-                 "--out", str(out), "--json", str(rows_path)]) == 0
+    assert (
+        main(
+            [
+                "bench",
+                "--backends",
+                backend.BACKEND,
+                "--size",
+                "67",
+                "--batch",
+                "4",
+                "--steps",
+                "1",
+                "--repeats",
+                "1",
+                "--baseline",
+                "--real-data",
+                "--onnx",
+                "--out",
+                str(out),
+                "--json",
+                str(rows_path),
+            ]
+        )
+        == 0
+    )
     assert "fp32 GEMM peak" in capsys.readouterr().out
     rows = json.loads(rows_path.read_text())
     assert {(row["mode"], row["baseline"]) for row in rows} == {
-        ("train", True), ("infer", True), ("train", False), ("infer", False),
-        ("train-loop", False)}
-    fields = {"backend", "mode", "size", "batch", "img_per_s", "gflop_per_s", "mfu",
-              "peak_gflop_per_s", "baseline"}
+        ("train", True),
+        ("infer", True),
+        ("train", False),
+        ("infer", False),
+        ("train-loop", False),
+    }
+    fields = {
+        "backend",
+        "mode",
+        "size",
+        "batch",
+        "img_per_s",
+        "gflop_per_s",
+        "mfu",
+        "peak_gflop_per_s",
+        "baseline",
+    }
     for row in rows:
         assert fields <= set(row) and row["backend"] == backend.BACKEND
         assert row["img_per_s"] > 0 and 0 < row["mfu"] == pytest.approx(
-            row["gflop_per_s"] / row["peak_gflop_per_s"])
+            row["gflop_per_s"] / row["peak_gflop_per_s"]
+        )
         forward = 2 * 53_940_520 / 1e9  # twice the MACs of one 67x67 image (nin resources)
         flops = forward * (3 if row["mode"] != "infer" else 1)
         assert row["gflop_per_s"] == pytest.approx(row["img_per_s"] * flops, rel=1e-3)

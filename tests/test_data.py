@@ -11,14 +11,29 @@ import numpy as np
 import pytest
 
 from common import data
-from common.data import (CLASS_NAMES, DATA_DIR_ENV, DEFAULT_DATA_DIR, DataLoader, DatasetError,
-                         FashionMNIST, bilinear_matrix, load_data, load_fashion_mnist,
-                         prefetched, resolve_data_dir, to_model_input)
+from common.data import (
+    CLASS_NAMES,
+    DATA_DIR_ENV,
+    DEFAULT_DATA_DIR,
+    DataLoader,
+    DatasetError,
+    FashionMNIST,
+    bilinear_matrix,
+    load_data,
+    load_fashion_mnist,
+    prefetched,
+    resolve_data_dir,
+    to_model_input,
+)
 
 from .conftest import FRAMEWORK_MODULES, get_backend, run_python
 
-NAMES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+NAMES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 @pytest.fixture(scope="module")
@@ -60,9 +75,12 @@ def _expect_error(directory: Path, fragment: str, verify: bool = True) -> str:
 
 # ---- the real files ----
 
+
 def test_real_files(fmnist):
-    for images, labels, n in ((fmnist.train_images, fmnist.train_labels, 60000),
-                              (fmnist.test_images, fmnist.test_labels, 10000)):
+    for images, labels, n in (
+        (fmnist.train_images, fmnist.train_labels, 60000),
+        (fmnist.test_images, fmnist.test_labels, 10000),
+    ):
         assert images.shape == (n, 28, 28) and images.dtype == np.uint8
         assert labels.shape == (n,) and labels.dtype == np.uint8
         assert np.bincount(labels, minlength=10).tolist() == [n // 10] * 10
@@ -106,7 +124,7 @@ def test_augmentation_is_a_seeded_shift_and_flip(fmnist):
     for index in range(64):
         padded = np.pad(images[index], 2)
         y, x = 2 - rows[index], 2 - columns[index]
-        expected = padded[y:y + 28, x:x + 28]
+        expected = padded[y : y + 28, x : x + 28]
         if flips[index]:
             expected = expected[:, ::-1]
         np.testing.assert_array_equal(shifted[index], expected)
@@ -117,13 +135,15 @@ def test_augmentation_is_a_seeded_shift_and_flip(fmnist):
 
 # ---- every problem is one clear DatasetError ----
 
+
 def test_missing_directory(tmp_path):
     _expect_error(tmp_path / "nowhere", "nowhere")
 
 
 def test_missing_file(tmp_path, real_dir):
-    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=None),
-                  "t10k-labels-idx1-ubyte.gz")
+    _expect_error(
+        _fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=None), "t10k-labels-idx1-ubyte.gz"
+    )
 
 
 def test_truncated_gzip(tmp_path, real_dir):
@@ -142,22 +162,26 @@ def test_not_gzip(tmp_path, real_dir):
 def test_bad_magic(tmp_path, real_dir):
     raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
     raw[:4] = struct.pack(">I", 2051)
-    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)),
-                  "magic number 2051")
+    _expect_error(
+        _fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)), "magic number 2051"
+    )
 
 
 def test_wrong_count(tmp_path, real_dir):
     raw = _raw(real_dir, "train-labels-idx1-ubyte.gz")
     fake = struct.pack(">II", 2049, 59999) + raw[8:-1]  # consistent header, one label short
-    message = _expect_error(_fake_dir(tmp_path, real_dir, train_labels_idx1_ubyte_gz=fake),
-                            "train-labels-idx1-ubyte.gz")
+    message = _expect_error(
+        _fake_dir(tmp_path, real_dir, train_labels_idx1_ubyte_gz=fake), "train-labels-idx1-ubyte.gz"
+    )
     assert "59999" in message and "60000" in message
 
 
 def test_payload_shorter_than_header(tmp_path, real_dir):
     raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
-    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw[:-1])),
-                  "t10k-labels-idx1-ubyte.gz")
+    _expect_error(
+        _fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw[:-1])),
+        "t10k-labels-idx1-ubyte.gz",
+    )
 
 
 def test_wrong_image_dims(tmp_path, real_dir):
@@ -168,8 +192,11 @@ def test_wrong_image_dims(tmp_path, real_dir):
 def test_label_out_of_range(tmp_path, real_dir):
     raw = _raw(real_dir, "t10k-labels-idx1-ubyte.gz")
     raw[100] = 10
-    _expect_error(_fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)),
-                  "label 10", verify=False)
+    _expect_error(
+        _fake_dir(tmp_path, real_dir, t10k_labels_idx1_ubyte_gz=bytes(raw)),
+        "label 10",
+        verify=False,
+    )
 
 
 def test_checksum_mismatch(tmp_path, real_dir):
@@ -179,11 +206,15 @@ def test_checksum_mismatch(tmp_path, real_dir):
     message = _expect_error(directory, "t10k-images-idx3-ubyte.gz")
     assert "differs from upstream Fashion-MNIST" in message
     # Structurally valid, so only the checksum catches it.
-    assert (load_fashion_mnist(directory, verify_checksums=False).test_images.shape
-            == (10000, 28, 28))
+    assert load_fashion_mnist(directory, verify_checksums=False).test_images.shape == (
+        10000,
+        28,
+        28,
+    )
 
 
 # ---- where the data comes from ----
+
 
 def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
     monkeypatch.delenv(DATA_DIR_ENV, raising=False)
@@ -197,6 +228,7 @@ def test_resolve_data_dir_precedence(monkeypatch, tmp_path):
 
 
 # ---- resizing ----
+
 
 def test_bilinear_matrix_basics():
     assert np.array_equal(bilinear_matrix(28, 28), np.eye(28, dtype=np.float32))
@@ -224,8 +256,12 @@ def test_resize_matches_torch(fmnist, size):
 
     images = fmnist.test_images[:8]
     expected = torch.nn.functional.interpolate(
-        torch.from_numpy(images.astype(np.float32) / 255)[:, None], size=(size, size),
-        mode="bilinear", align_corners=False, antialias=False).numpy()
+        torch.from_numpy(images.astype(np.float32) / 255)[:, None],
+        size=(size, size),
+        mode="bilinear",
+        align_corners=False,
+        antialias=False,
+    ).numpy()
     actual = to_model_input(images, size)
     assert actual.shape == (8, 1, size, size)
     np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-6)
@@ -233,6 +269,7 @@ def test_resize_matches_torch(fmnist, size):
 
 
 # ---- batching ----
+
 
 def _indexed_loader(n: int = 1000, batch_size: int = 32, **kwargs) -> DataLoader:
     """Labels are the example indices, so each batch says which examples it holds."""
@@ -272,8 +309,10 @@ def test_loader_shuffles_examples_not_batches():
     # With batches permuted as blocks almost every neighbour would be index + 1.
     assert np.mean(np.diff(order) == 1) < 0.05
     blocks = {tuple(range(i, min(i + 32, 1000))) for i in range(0, 1000, 32)}
-    assert not any(tuple(sorted(y.tolist())) in blocks for _, y in
-                   _indexed_loader(shuffle=True, seed=0).epoch(2))
+    assert not any(
+        tuple(sorted(y.tolist())) in blocks
+        for _, y in _indexed_loader(shuffle=True, seed=0).epoch(2)
+    )
 
 
 def test_loader_unshuffled_and_exact_batches():
@@ -282,7 +321,6 @@ def test_loader_unshuffled_and_exact_batches():
     assert np.array_equal(_order(loader, 5), np.arange(96))
     with pytest.raises(ValueError, match="batch_size"):
         _indexed_loader(10, 0, shuffle=False)
-
 
 
 def test_prefetching_keeps_the_batches_and_their_order(fmnist):
@@ -297,6 +335,7 @@ def test_prefetching_raises_the_producers_error_and_stops_when_closed():
     def broken():
         yield 1
         raise DatasetError("the file went away")
+
     with pytest.raises(DatasetError, match="went away"):
         list(prefetched(broken()))
     batches = prefetched(iter(range(1000)), depth=2)
@@ -322,11 +361,17 @@ def test_load_data(fmnist):
     assert (len(full_train), len(full_test)) == (235, 40)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"batch_size": 0}, "batch_size"), ({"size": 0}, "size"),
-    ({"train_limit": 0}, r"1\.\.60000"), ({"train_limit": 60001}, r"1\.\.60000"),
-    ({"test_limit": 10001}, r"1\.\.10000"), ({"test_limit": 2.5}, r"1\.\.10000"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"batch_size": 0}, "batch_size"),
+        ({"size": 0}, "size"),
+        ({"train_limit": 0}, r"1\.\.60000"),
+        ({"train_limit": 60001}, r"1\.\.60000"),
+        ({"test_limit": 10001}, r"1\.\.10000"),
+        ({"test_limit": 2.5}, r"1\.\.10000"),
+    ],
+)
 def test_load_data_argument_errors(kwargs, match):
     args = {"batch_size": 8, "size": 28, **kwargs}
     with pytest.raises(ValueError, match=match) as info:

@@ -19,11 +19,11 @@ import pytest
 
 from common import distributed
 from common.backends import BACKENDS
+from common.cli import build_parser, main
+from common.cli.workers import command_line
 from common.platform import launcher
 from common.platform.engines import TFConfig
 from common.tools.checkpoint import checkpoint_folders
-from common.cli import build_parser, main
-from common.cli.workers import command_line
 from common.tools.config import RunConfig
 from common.weights import init_weights, load_weights
 
@@ -34,10 +34,29 @@ ROOT = Path(__file__).resolve().parents[1]
 # averaged the workers' gradients, or weighted the uneven shards equally, would show in the
 # weights (Adam's step hides a gradient's scale). The clip norm lies inside the gradient
 # norms of these steps (0.16-0.39), so some steps are clipped on the global gradient.
-EQUALITY = ["--epochs", "1", "--train-limit", "105", "--test-limit", "32", "--dropout", "0",
-            "--optimizer", "momentum", "--lr", "0.02", "--warmup-steps", "0",
-            "--schedule", "constant", "--weight-decay", "0.001", "--clip-norm", "0.25",
-            "--no-progress"]
+EQUALITY = [
+    "--epochs",
+    "1",
+    "--train-limit",
+    "105",
+    "--test-limit",
+    "32",
+    "--dropout",
+    "0",
+    "--optimizer",
+    "momentum",
+    "--lr",
+    "0.02",
+    "--warmup-steps",
+    "0",
+    "--schedule",
+    "constant",
+    "--weight-decay",
+    "0.001",
+    "--clip-norm",
+    "0.25",
+    "--no-progress",
+]
 # Measured (2026-11-25, all three frameworks): the losses agree to 2.4e-7 and the weights to
 # 1.5e-8, while training moves them by up to 1.1e-2 (1.4e-6 of that). Summing instead of
 # averaging two workers' gradients would be off by about half of it.
@@ -51,8 +70,10 @@ def losses(run_dir: Path) -> list[float]:
 
 
 def assert_same_training(run: Path, reference: Path, tolerance: float = WEIGHT_TOLERANCE) -> None:
-    assert json.loads((run / "config.json").read_text())["config"] == \
-        json.loads((reference / "config.json").read_text())["config"]
+    assert (
+        json.loads((run / "config.json").read_text())["config"]
+        == json.loads((reference / "config.json").read_text())["config"]
+    )
     np.testing.assert_allclose(losses(run), losses(reference), rtol=0, atol=LOSS_TOLERANCE)
     config = RunConfig.from_dict(json.loads((reference / "config.json").read_text())["config"])
     start = init_weights(config.spec(), config.seed)
@@ -65,10 +86,38 @@ def assert_same_training(run: Path, reference: Path, tolerance: float = WEIGHT_T
 
 def test_two_workers_take_the_steps_of_one_process(backend, fashion_mnist, tmp_path, capfd):
     two, one = tmp_path / "two", tmp_path / "one"
-    assert main(["train", "--backend", backend.BACKEND, "--out", str(two), "--workers", "2",
-                 "--batch-size", "16", *EQUALITY]) == 0
-    assert main(["train", "--backend", backend.BACKEND, "--out", str(one),
-                 "--batch-size", "32", *EQUALITY]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                backend.BACKEND,
+                "--out",
+                str(two),
+                "--workers",
+                "2",
+                "--batch-size",
+                "16",
+                *EQUALITY,
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                backend.BACKEND,
+                "--out",
+                str(one),
+                "--batch-size",
+                "32",
+                *EQUALITY,
+            ]
+        )
+        == 0
+    )
     assert "batch 16 per worker, 32 in all" in capfd.readouterr().out
     assert_same_training(two, one)
     summary = json.loads((two / "summary.json").read_text())
@@ -86,14 +135,35 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
     run, reference = tmp_path / "run", tmp_path / "reference"
     flags = [*EQUALITY, "--train-limit", "1024"]  # 32 steps: plenty of time to kill one
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "common.cli", "train", "--backend", "mxnet", "--out", str(run),
-         "--workers", "2", "--batch-size", "16", "--checkpoint-every", "1", *flags],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        [
+            sys.executable,
+            "-m",
+            "common.cli",
+            "train",
+            "--backend",
+            "mxnet",
+            "--out",
+            str(run),
+            "--workers",
+            "2",
+            "--batch-size",
+            "16",
+            "--checkpoint-every",
+            "1",
+            *flags,
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     try:
         started = next(line for line in launcher.stdout if line.startswith("started"))
-        pids = {name: int(pid) for name, pid
-                in re.findall(r"(?:started |, )([\w ]+?) \(pid (\d+)\)", started)}
+        pids = {
+            name: int(pid)
+            for name, pid in re.findall(r"(?:started |, )([\w ]+?) \(pid (\d+)\)", started)
+        }
         assert set(pids) == {"worker 0", "worker 1", "MXNet scheduler", "MXNet server"}
         deadline = time.monotonic() + 120
         while not checkpoint_folders(run) and time.monotonic() < deadline:
@@ -107,8 +177,10 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
     assert launcher.returncode == 1, error
     assert time.monotonic() - killed < 15, error
     message = [line for line in error.splitlines() if line.startswith("nin train:")]
-    assert message == [f"nin train: error: worker 1 (pid {pids['worker 1']}) was killed by "
-                       "SIGKILL; the other processes were stopped"], error
+    assert message == [
+        f"nin train: error: worker 1 (pid {pids['worker 1']}) was killed by "
+        "SIGKILL; the other processes were stopped"
+    ], error
     assert f"resume with: nin train --resume {run} --workers 2" in error
     for pid in pids.values():
         with pytest.raises(ProcessLookupError):
@@ -117,26 +189,49 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
 
     assert main(["train", "--resume", str(run), "--workers", "2", "--no-progress"]) == 0
     assert json.loads((run / "summary.json").read_text())["resumed"]
-    assert main(["train", "--backend", "mxnet", "--out", str(reference), "--workers", "2",
-                 "--batch-size", "16", *flags]) == 0
+    assert (
+        main(
+            [
+                "train",
+                "--backend",
+                "mxnet",
+                "--out",
+                str(reference),
+                "--workers",
+                "2",
+                "--batch-size",
+                "16",
+                *flags,
+            ]
+        )
+        == 0
+    )
     # The same computations in the same order (a sum of two is the same either way round).
     assert_same_training(run, reference, tolerance=0)
 
 
 # -- the launcher, with plain Python processes ---------------------------------------------------
 
+
 def sleeper(name: str, tmp_path: Path, code: str = "import time; time.sleep(60)", **options):
-    return launcher.Process(name, [sys.executable, "-c", code], {}, tmp_path / f"{name}.log",
-                               **options)
+    return launcher.Process(
+        name, [sys.executable, "-c", code], {}, tmp_path / f"{name}.log", **options
+    )
 
 
 def test_a_killed_process_stops_the_others_at_once(tmp_path, capsys):
     dying = "import os, signal, time; time.sleep(0.5); os.kill(os.getpid(), signal.SIGKILL)"
-    processes = [sleeper("worker 0", tmp_path), sleeper("worker 1", tmp_path, dying),
-                 sleeper("helper", tmp_path, worker=False)]
+    processes = [
+        sleeper("worker 0", tmp_path),
+        sleeper("worker 1", tmp_path, dying),
+        sleeper("helper", tmp_path, worker=False),
+    ]
     start = time.monotonic()
-    with pytest.raises(launcher.WorkerFailed, match=r"^worker 1 \(pid \d+\) was killed by "
-                                                        r"SIGKILL; the other processes"):
+    with pytest.raises(
+        launcher.WorkerFailed,
+        match=r"^worker 1 \(pid \d+\) was killed by "
+        r"SIGKILL; the other processes",
+    ):
         launcher.run_processes(processes, grace=2)
     assert time.monotonic() - start < 10
     assert all(process.status is not None for process in processes)
@@ -149,8 +244,9 @@ def test_workers_that_fail_alike_report_their_own_line(tmp_path):
     with pytest.raises(launcher.WorkerFailed) as failure:
         launcher.run_processes(processes, log=lambda line: None)
     assert failure.value.status == 2
-    assert re.fullmatch(r"worker [01] \(pid \d+\) exited with status 2: no such data",
-                        str(failure.value))
+    assert re.fullmatch(
+        r"worker [01] \(pid \d+\) exited with status 2: no such data", str(failure.value)
+    )
 
 
 def test_a_taken_port_is_one_line_and_exit_2(tmp_path, capsys):
@@ -158,13 +254,28 @@ def test_a_taken_port_is_one_line_and_exit_2(tmp_path, capsys):
         taken.bind((launcher.LOOPBACK, 0))
         taken.listen()
         port = taken.getsockname()[1]
-        assert main(["train", "--backend", "torch", "--workers", "2", "--port", str(port),
-                     "--out", str(tmp_path / "run")]) == 2
+        assert (
+            main(
+                [
+                    "train",
+                    "--backend",
+                    "torch",
+                    "--workers",
+                    "2",
+                    "--port",
+                    str(port),
+                    "--out",
+                    str(tmp_path / "run"),
+                ]
+            )
+            == 2
+        )
     error = capsys.readouterr().err
     assert f"port {port} on 127.0.0.1 is taken" in error and error.count("\n") == 1
 
 
 # -- the arithmetic and the conventions ----------------------------------------------------------
+
 
 @pytest.mark.parametrize("count, workers", [(32, 2), (9, 2), (7, 3), (5, 5), (64, 4)])
 def test_shards_cover_a_batch_once_and_evenly(count, workers):
@@ -206,14 +317,32 @@ def test_the_os_picks_distinct_free_ports():
     assert len(set(ports)) == 3 and launcher.pick_ports(3, first=ports[0])[0] == ports[0]
 
 
-@pytest.mark.parametrize("argv", [
-    ["--backend", "tf", "--out", "runs/x", "--batch-size", "16", "--lr", "0.001",
-     "--linear-head", "--no-standardize", "--no-progress", "--train-limit", "0"],
-    ["--resume", "runs/x", "--epochs", "3", "--book-head", "--augment", "--clip-norm", "0.5"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "--backend",
+            "tf",
+            "--out",
+            "runs/x",
+            "--batch-size",
+            "16",
+            "--lr",
+            "0.001",
+            "--linear-head",
+            "--no-standardize",
+            "--no-progress",
+            "--train-limit",
+            "0",
+        ],
+        ["--resume", "runs/x", "--epochs", "3", "--book-head", "--augment", "--clip-norm", "0.5"],
+    ],
+)
 def test_workers_run_the_command_the_launcher_was_given(argv):
     parser = build_parser()
     given = parser.parse_args(["train", *argv, "--workers", "2", "--port", "29500"])
     again = parser.parse_args(["train", *command_line(given.parser, given)])
-    assert {**vars(again), "workers": 2, "port": 29500, "parser": None} == \
-        {**vars(given), "parser": None}
+    assert {**vars(again), "workers": 2, "port": 29500, "parser": None} == {
+        **vars(given),
+        "parser": None,
+    }

@@ -19,14 +19,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from common import data
-from common.tools.checkpoint import CheckpointError, load_checkpoint
 from common.data import DatasetError
 from common.spec import Conv, ConvBlock, Flatten, GlobalAvgPool, Spec
+from common.tools.checkpoint import CheckpointError, load_checkpoint
 from common.weights import WeightsError, init_weights, load_weights, save_weights
 
-FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
-                suppress_health_check=[HealthCheck.function_scoped_fixture,
-                                       HealthCheck.too_slow])
+FUZZ = settings(
+    max_examples=150,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 # Far below any allocation a declared size could ask for, far above what the inputs need.
 MEMORY_LIMIT = 64 << 20
 
@@ -62,13 +65,18 @@ def _idx(magic: int, dims: list[int], payload: bytes) -> bytes:
 
 
 idx_files = st.one_of(
-    st.binary(max_size=64),                                                   # noise
-    st.builds(_idx, st.sampled_from([2049, 2051, 2050, 0, 2 ** 32 - 1]),       # bad headers
-              st.lists(st.sampled_from([0, 1, COUNT, 28, 29, 2 ** 31, 2 ** 32 - 1]),
-                       min_size=0, max_size=4),
-              st.binary(max_size=3 * 28 * 28 + 8)),
-    st.builds(lambda cut, extra: (_idx(2051, [COUNT, 28, 28], bytes(COUNT * 784)) + extra)[:cut],
-              st.integers(0, COUNT * 784 + 40), st.binary(max_size=8)),         # truncations
+    st.binary(max_size=64),  # noise
+    st.builds(
+        _idx,
+        st.sampled_from([2049, 2051, 2050, 0, 2**32 - 1]),  # bad headers
+        st.lists(st.sampled_from([0, 1, COUNT, 28, 29, 2**31, 2**32 - 1]), min_size=0, max_size=4),
+        st.binary(max_size=3 * 28 * 28 + 8),
+    ),
+    st.builds(
+        lambda cut, extra: (_idx(2051, [COUNT, 28, 28], bytes(COUNT * 784)) + extra)[:cut],
+        st.integers(0, COUNT * 784 + 40),
+        st.binary(max_size=8),
+    ),  # truncations
 )
 
 
@@ -98,7 +106,7 @@ def test_idx_file_decompressing_to_far_more_than_it_declares(tmp_path):
 
 def test_idx_header_declaring_billions_of_images(tmp_path):
     path = tmp_path / "train-images-idx3-ubyte.gz"
-    path.write_bytes(gzip.compress(_idx(2051, [2 ** 31, 28, 28], bytes(784))))
+    path.write_bytes(gzip.compress(_idx(2051, [2**31, 28, 28], bytes(784))))
     error = bounded(lambda: data._read_idx(path, images=True, count=60_000, verify=False))
     one_line(error, DatasetError)
     assert "2147483648 images, expected 60000" in str(error)
@@ -106,8 +114,13 @@ def test_idx_header_declaring_billions_of_images(tmp_path):
 
 # -- the weights loader --------------------------------------------------------------------------
 
-TINY = Spec("tiny", 1, 3, (ConvBlock((Conv(4, 3, 1, 1), Conv(3, 1, relu=False))),
-                           GlobalAvgPool(), Flatten()), 8)
+TINY = Spec(
+    "tiny",
+    1,
+    3,
+    (ConvBlock((Conv(4, 3, 1, 1), Conv(3, 1, relu=False))), GlobalAvgPool(), Flatten()),
+    8,
+)
 
 
 @pytest.fixture(scope="module")
@@ -144,10 +157,12 @@ def _npy_claiming(shape: tuple[int, ...], dtype: str = "<f4", payload: bytes = b
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-2 ** 63, 2 ** 63) | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10),
-                                                                       children, max_size=5),
-    max_leaves=30)
+    st.none() | st.booleans() | st.integers(-(2**63), 2**63) | st.floats() | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=10), children, max_size=5)
+    ),
+    max_leaves=30,
+)
 
 
 def _mutated_header(blob: bytes, mutate) -> bytes:
@@ -156,26 +171,34 @@ def _mutated_header(blob: bytes, mutate) -> bytes:
             return content
         header = json.loads(str(np.load(io.BytesIO(content))))
         return _npy(np.array(json.dumps(mutate(header))))
+
     return _rezip(blob, change)
 
 
 weights_mutations = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 1)),
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
-                                        min_size=1, max_size=8)),
+    st.tuples(
+        st.just("flip"),
+        st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=8),
+    ),
     st.tuples(st.just("header"), json_values),
-    st.tuples(st.just("spec"), st.sampled_from(["in_channels", "num_classes", "input_size",
-                                                "layers", "name"]), json_values),
-    st.tuples(st.just("claim"), st.sampled_from([(2 ** 40,), (4, 1, 3, 3), (2 ** 20, 2 ** 20),
-                                                 ()]), st.sampled_from(["<f4", "<f8", "|O",
-                                                                        "<U3"])),
+    st.tuples(
+        st.just("spec"),
+        st.sampled_from(["in_channels", "num_classes", "input_size", "layers", "name"]),
+        json_values,
+    ),
+    st.tuples(
+        st.just("claim"),
+        st.sampled_from([(2**40,), (4, 1, 3, 3), (2**20, 2**20), ()]),
+        st.sampled_from(["<f4", "<f8", "|O", "<U3"]),
+    ),
 )
 
 
 def _apply(blob: bytes, mutation) -> bytes:
     kind = mutation[0]
     if kind == "truncate":
-        return blob[:int(mutation[1] * len(blob))]
+        return blob[: int(mutation[1] * len(blob))]
     if kind == "flip":
         raw = bytearray(blob)
         for where, value in mutation[1]:
@@ -184,11 +207,18 @@ def _apply(blob: bytes, mutation) -> bytes:
     if kind == "header":
         return _mutated_header(blob, lambda header: mutation[1])
     if kind == "spec":
-        return _mutated_header(blob, lambda header: {**header, "spec": {
-            **header["spec"], mutation[1]: mutation[2]}})
+        return _mutated_header(
+            blob, lambda header: {**header, "spec": {**header["spec"], mutation[1]: mutation[2]}}
+        )
     shape, dtype = mutation[1], mutation[2]  # the first convolution's kernel claims it
-    claimed = _rezip(blob, lambda name, content: _npy_claiming(shape, dtype, content[128:160])
-                     if name.endswith(".0.weight.npy") else content)
+    claimed = _rezip(
+        blob,
+        lambda name, content: (
+            _npy_claiming(shape, dtype, content[128:160])
+            if name.endswith(".0.weight.npy")
+            else content
+        ),
+    )
     assert claimed != blob
     return claimed
 
@@ -203,10 +233,13 @@ def test_weights_loader_survives_anything(tmp_path_factory, good_weights, mutati
         one_line(error, WeightsError)
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "is not a NiN weights file"),
-    (b"PK\x05\x06" + bytes(18), "has no header"),  # an empty zip
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "is not a NiN weights file"),
+        (b"PK\x05\x06" + bytes(18), "has no header"),  # an empty zip
+    ],
+)
 def test_weights_loader_on_empty_files(tmp_path, content, message):
     path = tmp_path / "empty.npz"
     path.write_bytes(content)
@@ -225,12 +258,13 @@ def test_weights_with_nan_or_inf_are_refused(tmp_path):
 
 def test_weights_member_declaring_a_terabyte(tmp_path, good_weights):
     path = tmp_path / "huge.npz"
-    path.write_bytes(_apply(good_weights, ("claim", (2 ** 38,), "<f4")))
+    path.write_bytes(_apply(good_weights, ("claim", (2**38,), "<f4")))
     error = bounded(lambda: load_weights(path))
     one_line(error, WeightsError)
 
 
 # -- the checkpoint loader -----------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def good_checkpoint(tmp_path_factory, fashion_mnist) -> Path:
@@ -245,8 +279,14 @@ def good_checkpoint(tmp_path_factory, fashion_mnist) -> Path:
     out = tmp_path_factory.mktemp("checkpoint") / "run"
     calls = iter(range(10))
     with pytest.raises(TrainingStopped):
-        train_run("torch", config, out, log=lambda *a: None, progress=False,
-                  stop_requested=lambda: "SIGINT" if next(calls) == 0 else None)
+        train_run(
+            "torch",
+            config,
+            out,
+            log=lambda *a: None,
+            progress=False,
+            stop_requested=lambda: "SIGINT" if next(calls) == 0 else None,
+        )
     folder = next((out / "checkpoints").iterdir())
     assert load_checkpoint(folder).state.step == 1
     return folder
@@ -254,16 +294,27 @@ def good_checkpoint(tmp_path_factory, fashion_mnist) -> Path:
 
 checkpoint_mutations = st.one_of(
     st.tuples(st.just("truncate"), st.floats(0, 1)),
-    st.tuples(st.just("flip"), st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)),
-                                        min_size=1, max_size=4)),
+    st.tuples(
+        st.just("flip"),
+        st.lists(st.tuples(st.floats(0, 1), st.integers(1, 255)), min_size=1, max_size=4),
+    ),
     st.tuples(st.just("header"), json_values),
-    st.tuples(st.just("field"), st.sampled_from(["format", "format_version", "backend", "spec",
-                                                 "config", "state", "optimizer"]), json_values),
+    st.tuples(
+        st.just("field"),
+        st.sampled_from(
+            ["format", "format_version", "backend", "spec", "config", "state", "optimizer"]
+        ),
+        json_values,
+    ),
 )
 
 
-@settings(max_examples=60, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
 @given(mutation=checkpoint_mutations)
 def test_checkpoint_loader_survives_anything(tmp_path_factory, good_checkpoint, mutation):
     blob = (good_checkpoint / "state.npz").read_bytes()

@@ -23,11 +23,16 @@ REGISTRY = ROOT / "common" / "backends.py"
 
 
 def _python_files(*folders: str) -> list[Path]:
-    return sorted(path for folder in folders for path in (ROOT / folder).rglob("*.py")
-                  if "readers" not in path.relative_to(ROOT).parts)  # readers' own files
+    return sorted(
+        path
+        for folder in folders
+        for path in (ROOT / folder).rglob("*.py")
+        if "readers" not in path.relative_to(ROOT).parts
+    )  # readers' own files
 
 
 # -- one registry ----------------------------------------------------------------------------
+
 
 def _named(node) -> bool:
     return isinstance(node, ast.Constant) and node.value in NAMES
@@ -50,8 +55,11 @@ def stray_backend_names(tree: ast.AST) -> list[tuple[int, str]]:
                 found.append((node.lineno, f"a dict keyed by backend names {keys}"))
         elif isinstance(node, ast.Compare):
             for operand in (node.left, *node.comparators):
-                elements = operand.elts if isinstance(operand, (ast.List, ast.Tuple,
-                                                                ast.Set)) else [operand]
+                elements = (
+                    operand.elts
+                    if isinstance(operand, (ast.List, ast.Tuple, ast.Set))
+                    else [operand]
+                )
                 names = [element.value for element in elements if _named(element)]
                 if names:
                     found.append((node.lineno, f"a comparison with backend names {names}"))
@@ -59,20 +67,28 @@ def stray_backend_names(tree: ast.AST) -> list[tuple[int, str]]:
 
 
 def test_no_backend_is_named_outside_the_registry():
-    stray = [f"{path.relative_to(ROOT)}:{line}: {what}"
-             for path in _python_files("common", "tests") if path != REGISTRY
-             for line, what in stray_backend_names(ast.parse(path.read_text()))]
+    stray = [
+        f"{path.relative_to(ROOT)}:{line}: {what}"
+        for path in _python_files("common", "tests")
+        if path != REGISTRY
+        for line, what in stray_backend_names(ast.parse(path.read_text()))
+    ]
     assert not stray, "build these from common.backends.BACKENDS:\n" + "\n".join(stray)
 
 
 def test_the_registry_rule_catches_what_it_should():
-    caught = stray_backend_names(ast.parse(
-        'COLORS = {"torch": "red"}\nNAMES = ("torch", "tf")\n'
-        'if name == "mxnet": pass\nif name in ("tf", "other"): pass\n'))
+    caught = stray_backend_names(
+        ast.parse(
+            'COLORS = {"torch": "red"}\nNAMES = ("torch", "tf")\n'
+            'if name == "mxnet": pass\nif name in ("tf", "other"): pass\n'
+        )
+    )
     assert [line for line, _ in caught] == [1, 2, 3, 4]
-    assert not stray_backend_names(ast.parse(
-        'get_backend("torch")\nargv = ["convert", "--from", "tf", "--to", "tf"]\n'
-        'import torch\n'))
+    assert not stray_backend_names(
+        ast.parse(
+            'get_backend("torch")\nargv = ["convert", "--from", "tf", "--to", "tf"]\nimport torch\n'
+        )
+    )
 
 
 def test_every_entry_is_complete_and_its_package_agrees():
@@ -88,10 +104,13 @@ def test_every_entry_is_complete_and_its_package_agrees():
 LAYERS = ("platform", "core", "backend", "tools", "cli")
 # What each layer may import: downwards only. The backends build on the core and the
 # platform; the tools (whole jobs) on the core; the CLI on everything.
-ALLOWED = {"platform": {"platform"}, "core": {"platform", "core"},
-           "backend": {"platform", "core", "backend"},
-           "tools": {"platform", "core", "tools"},
-           "cli": {"platform", "core", "tools", "cli"}}
+ALLOWED = {
+    "platform": {"platform"},
+    "core": {"platform", "core"},
+    "backend": {"platform", "core", "backend"},
+    "tools": {"platform", "core", "tools"},
+    "cli": {"platform", "core", "tools", "cli"},
+}
 
 
 def layer_of(module: str) -> str | None:
@@ -125,7 +144,7 @@ def imported_modules(path: Path) -> set[str]:
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
-                anchor = package.split(".")[:len(package.split(".")) - node.level + 1]
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                 base = ".".join(anchor + ([base] if base else []))
             found.add(base)
             for alias in node.names:
@@ -147,15 +166,19 @@ def wrong_imports(module: str, targets: set[str]) -> list[str]:
         layer = layer_of(target)
         if layer is None:
             continue
-        if layer not in ALLOWED[source] or (source == layer == "backend"
-                                            and target.split(".")[0] != module.split(".")[0]):
+        if layer not in ALLOWED[source] or (
+            source == layer == "backend" and target.split(".")[0] != module.split(".")[0]
+        ):
             wrong.append(f"{module} ({source}) imports {target} ({layer})")
     return wrong
 
 
 def upward_imports() -> list[str]:
-    return [line for path in _python_files("common", *sorted(PACKAGES))
-            for line in wrong_imports(_module_name(path), imported_modules(path))]
+    return [
+        line
+        for path in _python_files("common", *sorted(PACKAGES))
+        for line in wrong_imports(_module_name(path), imported_modules(path))
+    ]
 
 
 def test_layers_import_only_downwards():
@@ -166,12 +189,14 @@ def test_every_module_is_in_a_layer_and_the_layout_shows_them():
     layers = {layer_of(_module_name(path)) for path in _python_files("common", *PACKAGES)}
     assert layers == set(LAYERS)
     assert {"threads", "memory", "files", "launcher", "engines", "machine"} <= {
-        path.stem for path in (ROOT / "common" / "platform").glob("*.py")}
+        path.stem for path in (ROOT / "common" / "platform").glob("*.py")
+    }
 
 
 def test_the_layer_rule_catches_an_upward_import():
     assert wrong_imports("common.training", {"common.tools.runs", "numpy"}) == [
-        "common.training (core) imports common.tools.runs (tools)"]
+        "common.training (core) imports common.tools.runs (tools)"
+    ]
     assert wrong_imports("common.platform.launcher", {"common.backends"})
     assert wrong_imports("nin_torch.model", {"nin_tf.model"})
     assert wrong_imports("nin_torch.train", {"common.tools.checkpoint"})
@@ -219,8 +244,7 @@ def resolves(dotted: str) -> bool:
 
 def test_every_documented_import_works():
     names = documented_imports()
-    assert {"common.data.load_data", "common.check.check_model",
-            "common.training.Recipe"} <= names
+    assert {"common.data.load_data", "common.check.check_model", "common.training.Recipe"} <= names
     assert not resolves("common.data.no_such_thing") and not resolves("common.nowhere")
     broken = sorted(name for name in names if not resolves(name))
     assert not broken, broken
@@ -228,15 +252,26 @@ def test_every_documented_import_works():
 
 # -- the backend contract ------------------------------------------------------------------------
 
-HOOKS = ("_train_step", "_set_learning_rate", "_seed_dropout", "predict", "weights_finite",
-         "optimizer_state", "load_optimizer_state", "device")
+HOOKS = (
+    "_train_step",
+    "_set_learning_rate",
+    "_seed_dropout",
+    "predict",
+    "weights_finite",
+    "optimizer_state",
+    "load_optimizer_state",
+    "device",
+)
 
 
 def _compatible(implementation, declared) -> list[str]:
     """How `implementation`'s signature fails the contract's `declared` one (no self)."""
     have = inspect.signature(implementation).parameters
-    want = [parameter for parameter in inspect.signature(declared).parameters.values()
-            if parameter.name != "self"]
+    want = [
+        parameter
+        for parameter in inspect.signature(declared).parameters.values()
+        if parameter.name != "self"
+    ]
     problems = []
     for parameter in want:
         other = have.get(parameter.name)
@@ -246,9 +281,13 @@ def _compatible(implementation, declared) -> list[str]:
             problems.append(f"{parameter.name} is {other.kind.description}")
         elif (parameter.default is not parameter.empty) and other.default is other.empty:
             problems.append(f"{parameter.name} has no default")
-    extra = [parameter for name, parameter in have.items()
-             if name not in {p.name for p in want} and parameter.default is parameter.empty
-             and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)]
+    extra = [
+        parameter
+        for name, parameter in have.items()
+        if name not in {p.name for p in want}
+        and parameter.default is parameter.empty
+        and parameter.kind not in (parameter.VAR_KEYWORD, parameter.VAR_POSITIONAL)
+    ]
     problems += [f"{parameter.name} is required but not in the contract" for parameter in extra]
     return problems
 
@@ -293,7 +332,8 @@ def test_the_contract_check_catches_a_wrong_signature():
 
     assert _compatible(predict_logits, api.Backend.predict_logits) == ["no parameter batch_size"]
     assert _compatible(get_weights, api.Backend.get_weights) == [
-        "strict is required but not in the contract"]
+        "strict is required but not in the contract"
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(NAMES))

@@ -27,15 +27,26 @@ def test_notebook_runs_from_top_to_bottom(fashion_mnist, tmp_path):
     parameters = [cell for cell in notebook.cells if "parameters" in cell.metadata.get("tags", [])]
     assert len(parameters) == 1
     parameters[0].source = TINY
-    NotebookClient(notebook, timeout=600, kernel_name="python3",
-                   resources={"metadata": {"path": str(tmp_path)}}).execute()
-    text = "\n".join(output.get("text", "") for cell in notebook.cells if cell.cell_type == "code"
-                     for output in cell.get("outputs", []))
+    NotebookClient(
+        notebook,
+        timeout=600,
+        kernel_name="python3",
+        resources={"metadata": {"path": str(tmp_path)}},
+    ).execute()
+    text = "\n".join(
+        output.get("text", "")
+        for cell in notebook.cells
+        if cell.cell_type == "code"
+        for output in cell.get("outputs", [])
+    )
     assert f"parameters: { {name: 1992166 for name in BACKENDS} }" in text
     assert text.count("test accuracy") == 2 * len(BACKENDS)  # each trained, each scored by another
-    assert "it differs from the book's NiN: my_net.8, AdaptiveMaxPool2d: global max pooling" \
-        in text
-    images = [output for cell in notebook.cells for output in cell.get("outputs", [])
-              if "image/png" in output.get("data", {})]
+    assert "it differs from the book's NiN: my_net.8, AdaptiveMaxPool2d: global max pooling" in text
+    images = [
+        output
+        for cell in notebook.cells
+        for output in cell.get("outputs", [])
+        if "image/png" in output.get("data", {})
+    ]
     assert images, "the training curves should be shown"
     assert list(tmp_path.iterdir()) == [], "the notebook must not write into its folder"

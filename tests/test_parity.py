@@ -20,13 +20,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+from common.backends import BACKENDS
 from common.data import load_data, to_model_input
 from common.spec import Spec, make_spec
 from common.training import Recipe
-from common.weights import (WeightsError, init_weights, load_weights, param_slots, probe_weights,
-                            save_weights)
-
-from common.backends import BACKENDS
+from common.weights import (
+    WeightsError,
+    init_weights,
+    load_weights,
+    param_slots,
+    probe_weights,
+    save_weights,
+)
 
 from .conftest import get_backend
 
@@ -69,16 +74,16 @@ LOGIT_RTOL = LOGIT_ATOL = 1e-4
 def case_images(case: Case, data) -> np.ndarray:
     """Real test images as an NCHW float32 batch of the case's size and channel count."""
     side = max(case.height, case.width)
-    square = to_model_input(data.test_images[:case.count], side)
+    square = to_model_input(data.test_images[: case.count], side)
     top, left = (side - case.height) // 2, (side - case.width) // 2
-    grey = square[:, :, top:top + case.height, left:left + case.width]
+    grey = square[:, :, top : top + case.height, left : left + case.width]
     if case.spec.in_channels == 1:
         return np.ascontiguousarray(grey)
     # Not the grey image three times: with identical channels a kernel whose input channels were
     # permuted (an OIHW/HWIO mix-up) would give the same logits. Mirrored copies are still real
     # pixels but differ per channel.
     channels = [grey, grey[:, :, :, ::-1], grey[:, :, ::-1, :]]
-    return np.ascontiguousarray(np.concatenate(channels[:case.spec.in_channels], axis=1))
+    return np.ascontiguousarray(np.concatenate(channels[: case.spec.in_channels], axis=1))
 
 
 def _differing(arrays: dict, expected: dict) -> list[str]:
@@ -109,8 +114,9 @@ class Zoo:
     def model(self, name: str, case_name: str):
         key = (name, case_name)
         if key not in self._models:
-            self._models[key] = get_backend(name).build_nin(CASES[case_name].spec,
-                                                            seed=BUILD_SEEDS[name])
+            self._models[key] = get_backend(name).build_nin(
+                CASES[case_name].spec, seed=BUILD_SEEDS[name]
+            )
         return self._models[key]
 
     def export(self, name: str, case_name: str) -> Export:
@@ -121,8 +127,9 @@ class Zoo:
             arrays = probe_weights(net.spec, SOURCE_SEEDS[name])
             backend.set_weights(net, arrays)
             path = backend.export_weights(net, self.directory / f"{case_name}-{name}.npz")
-            self._exports[key] = Export(path, arrays,
-                                        backend.predict_logits(net, self.images(case_name)))
+            self._exports[key] = Export(
+                path, arrays, backend.predict_logits(net, self.images(case_name))
+            )
         return self._exports[key]
 
 
@@ -155,8 +162,10 @@ def test_exported_weights_give_the_same_logits(zoo, source, target, case_name):
     logits = target_backend.predict_logits(net, images)
     assert logits.shape == (CASES[case_name].count, net.spec.num_classes)
     difference = np.abs(logits - exported.logits)
-    print(f"[parity] {case_name} {source}->{target}: max |logit diff| {difference.max():.1e} "
-          f"(logits in [{exported.logits.min():.2f}, {exported.logits.max():.2f}])")
+    print(
+        f"[parity] {case_name} {source}->{target}: max |logit diff| {difference.max():.1e} "
+        f"(logits in [{exported.logits.min():.2f}, {exported.logits.max():.2f}])"
+    )
     np.testing.assert_allclose(logits, exported.logits, rtol=LOGIT_RTOL, atol=LOGIT_ATOL)
     np.testing.assert_array_equal(logits.argmax(axis=1), exported.logits.argmax(axis=1))
 
@@ -216,7 +225,7 @@ def test_import_rejects_missing_unreadable_and_incomplete_files(backend, zoo, tm
 
     good = save_weights(tmp_path / "good.npz", spec, arrays)
     truncated = tmp_path / "truncated.npz"
-    truncated.write_bytes(good.read_bytes()[:len(good.read_bytes()) // 2])
+    truncated.write_bytes(good.read_bytes()[: len(good.read_bytes()) // 2])
     with pytest.raises(WeightsError, match="is not a NiN weights file"):
         backend.import_weights(net, truncated)
 
@@ -258,8 +267,8 @@ LOCKSTEP_DATA = dict(batch_size=32, size=67, seed=0, train_limit=640)
 # has left the plateau; the frameworks then start from that state, moved to them through the
 # interchange.
 WARMUP_SEEDS = (0, 4, 6, 7)  # tried in turn, in case a seed stays on the plateau
-WARMUP_TARGET = 1.9          # mean loss on the 640 examples
-WARMUP_EPOCHS = 8            # at most 160 steps per seed
+WARMUP_TARGET = 1.9  # mean loss on the 640 examples
+WARMUP_EPOCHS = 8  # at most 160 steps per seed
 # Small learning rates on purpose: at SGD lr 0.02 some warm states are at the edge of
 # stability (the loss rises) and the frameworks' trajectories separated by up to 2e-2 in the
 # loss within 20 steps; at these rates they stay within ~1e-5 while the loss still falls.
@@ -271,10 +280,22 @@ RECIPES = {
     # makes PyTorch's momentum rescale its buffer), L2 weight decay and global-norm clipping.
     # The clip is far below the gradient norm (~1 here), so it acts at every step (and the
     # momentum lr is 10x the unclipped one's to move as far).
-    "momentum-scheduled": Recipe(optimizer="momentum", lr=0.01, warmup_steps=5,
-                                 schedule="cosine", weight_decay=1e-3, clip_norm=0.1),
-    "adam-scheduled": Recipe(optimizer="adam", lr=1e-4, warmup_steps=5, schedule="cosine",
-                             weight_decay=1e-3, clip_norm=0.1),
+    "momentum-scheduled": Recipe(
+        optimizer="momentum",
+        lr=0.01,
+        warmup_steps=5,
+        schedule="cosine",
+        weight_decay=1e-3,
+        clip_norm=0.1,
+    ),
+    "adam-scheduled": Recipe(
+        optimizer="adam",
+        lr=1e-4,
+        warmup_steps=5,
+        schedule="cosine",
+        weight_decay=1e-3,
+        clip_norm=0.1,
+    ),
 }
 LOSS_RTOL = 1e-3
 WEIGHT_RTOL = 1e-3
@@ -390,8 +411,10 @@ def test_lockstep_reference_really_learns(lockstep, optimizer):
     # How far the small rates get in 20 steps depends on the warm state, which depends on
     # PyTorch's thread count: measured 0.004-0.11 for SGD at lr 0.005 (1 and 2 threads).
     assert run.mean_loss_before < math.log(10) - 0.3
-    assert run.mean_loss_after < run.mean_loss_before - 1e-3, (run.mean_loss_before,
-                                                              run.mean_loss_after)
+    assert run.mean_loss_after < run.mean_loss_before - 1e-3, (
+        run.mean_loss_before,
+        run.mean_loss_after,
+    )
     for key, value in run.final.items():
         change = np.abs(value - run.initial[key]).max()
         assert change > 1e-4 * np.abs(run.initial[key]).max(), f"{key} did not move"
@@ -405,18 +428,27 @@ def test_lockstep_training_matches_torch(lockstep, other, optimizer):
     for key, value in run.initial.items():  # all start from the same file
         np.testing.assert_array_equal(value, reference.initial[key], err_msg=key)
 
-    worst = {key: (np.abs(run.final[key] - value).max() / np.abs(value).max(),
-                   np.linalg.norm(run.final[key] - value)
-                   / np.linalg.norm(value - reference.initial[key]))
-             for key, value in reference.final.items()}
-    print(f"[parity] lock-step {optimizer} {other} vs torch: max loss rel diff "
-          f"{(np.abs(run.losses - reference.losses) / reference.losses).max():.1e}; "
-          f"max |w diff|/scale {max(v[0] for v in worst.values()):.1e}; "
-          f"max update miss {max(v[1] for v in worst.values()):.1e}; torch losses "
-          f"{reference.losses[0]:.3f} -> {reference.losses[-5:].mean():.3f} (last 5), all 640: "
-          f"{reference.mean_loss_before:.3f} -> {reference.mean_loss_after:.3f}")
-    np.testing.assert_allclose(run.losses, reference.losses, rtol=LOSS_RTOL,
-                               err_msg=f"{other} vs torch per-step losses ({optimizer})")
+    worst = {
+        key: (
+            np.abs(run.final[key] - value).max() / np.abs(value).max(),
+            np.linalg.norm(run.final[key] - value) / np.linalg.norm(value - reference.initial[key]),
+        )
+        for key, value in reference.final.items()
+    }
+    print(
+        f"[parity] lock-step {optimizer} {other} vs torch: max loss rel diff "
+        f"{(np.abs(run.losses - reference.losses) / reference.losses).max():.1e}; "
+        f"max |w diff|/scale {max(v[0] for v in worst.values()):.1e}; "
+        f"max update miss {max(v[1] for v in worst.values()):.1e}; torch losses "
+        f"{reference.losses[0]:.3f} -> {reference.losses[-5:].mean():.3f} (last 5), all 640: "
+        f"{reference.mean_loss_before:.3f} -> {reference.mean_loss_after:.3f}"
+    )
+    np.testing.assert_allclose(
+        run.losses,
+        reference.losses,
+        rtol=LOSS_RTOL,
+        err_msg=f"{other} vs torch per-step losses ({optimizer})",
+    )
     recipe = RECIPES[optimizer]
     for key, expected in reference.final.items():
         scale = float(np.abs(expected).max())
@@ -424,8 +456,12 @@ def test_lockstep_training_matches_torch(lockstep, other, optimizer):
         if recipe.optimizer == "adam":
             atol = max(atol, ADAM_ATOL_IN_LR * recipe.lr)
         np.testing.assert_allclose(
-            run.final[key], expected, rtol=WEIGHT_RTOL, atol=atol,
-            err_msg=f"{key}: {other} vs torch after {STEPS} {optimizer} steps")
+            run.final[key],
+            expected,
+            rtol=WEIGHT_RTOL,
+            atol=atol,
+            err_msg=f"{key}: {other} vs torch after {STEPS} {optimizer} steps",
+        )
         update = expected - reference.initial[key]
         miss = np.linalg.norm(run.final[key] - expected) / np.linalg.norm(update)
         assert miss <= UPDATE_RTOL, f"{key}: {other}'s update differs from torch's by {miss:.1e}"
@@ -444,9 +480,10 @@ def test_lockstep_update_check_catches_a_five_percent_error(lockstep):
     for images, labels in lockstep.batches:
         trainer.train_step(images, labels)
     final = backend.get_weights(net)
-    misses = [np.linalg.norm(final[key] - value)
-              / np.linalg.norm(value - reference.initial[key])
-              for key, value in reference.final.items()]
+    misses = [
+        np.linalg.norm(final[key] - value) / np.linalg.norm(value - reference.initial[key])
+        for key, value in reference.final.items()
+    ]
     # Most tensors catch it, not just one; the least-moved tensor measured 0.0198 in CI.
     assert np.median(misses) > UPDATE_RTOL, misses
 
@@ -497,16 +534,23 @@ def test_keras_same_padding_at_stride_2_is_asymmetric():
     'same' only at stride 1 and an explicit ZeroPadding2D otherwise."""
     import keras
 
-    from nin_tf.model import _conv_layers
     from common.spec import Conv
+    from nin_tf.model import _conv_layers
 
     torch = get_backend("torch") and __import__("torch")
     rng = np.random.default_rng(0)
     image = rng.random((1, 6, 6, 1), dtype=np.float32)
     kernel = rng.random((3, 3, 1, 1), dtype=np.float32)
-    reference = torch.nn.functional.conv2d(torch.from_numpy(image.transpose(0, 3, 1, 2)),
-                                           torch.from_numpy(kernel.transpose(3, 2, 0, 1)),
-                                           stride=2, padding=1).numpy().transpose(0, 2, 3, 1)
+    reference = (
+        torch.nn.functional.conv2d(
+            torch.from_numpy(image.transpose(0, 3, 1, 2)),
+            torch.from_numpy(kernel.transpose(3, 2, 0, 1)),
+            stride=2,
+            padding=1,
+        )
+        .numpy()
+        .transpose(0, 2, 3, 1)
+    )
 
     def run(layers):
         model = keras.Sequential([keras.Input((6, 6, 1)), *layers])
@@ -527,17 +571,24 @@ def test_keras_on_another_backend_is_a_clear_error():
     import sys
 
     get_backend("tf")
-    code = ("import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
-            "import keras\n"
-            "from common.backends import BackendUnavailable\n"
-            "try:\n    import nin_tf\nexcept BackendUnavailable as error:\n    print(error)\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                            timeout=300)
+    code = (
+        "import os; os.environ['KERAS_BACKEND'] = 'torch'\n"
+        "import keras\n"
+        "from common.backends import BackendUnavailable\n"
+        "try:\n    import nin_tf\nexcept BackendUnavailable as error:\n    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+    )
     assert "already imported with the 'torch' backend" in result.stdout, result.stderr[-500:]
     # The command line sets the backend itself, whatever KERAS_BACKEND says.
     import os
 
-    result = subprocess.run([sys.executable, "-m", "common.cli", "params", "--backend", "tf"],
-                            capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "KERAS_BACKEND": "torch"})
+    result = subprocess.run(
+        [sys.executable, "-m", "common.cli", "params", "--backend", "tf"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "KERAS_BACKEND": "torch"},
+    )
     assert result.returncode == 0 and "1,992,166" in result.stdout, result.stderr[-500:]

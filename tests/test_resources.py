@@ -38,6 +38,7 @@ FRAMEWORKS = tuple(sorted(FRAMEWORK_MODULES | {"jax"}))
 
 # ----------------------------------------------------------------------------- parameters
 
+
 def test_exercise3_block_params_rgb_without_bias():
     result = res.resources(nin_spec(in_channels=3), bias=False)
     blocks = [layer.params for layer in result.layers if layer.kind == "nin_block"]
@@ -51,23 +52,31 @@ def test_totals():
     assert res.resources(alexnet_spec()).params == 46_764_746
 
 
-@pytest.mark.parametrize("spec", [nin_spec(), nin_spec(in_channels=3, num_1x1=1), alexnet_spec()],
-                         ids=["nin", "nin_rgb_1x1", "alexnet"])
+@pytest.mark.parametrize(
+    "spec",
+    [nin_spec(), nin_spec(in_channels=3, num_1x1=1), alexnet_spec()],
+    ids=["nin", "nin_rgb_1x1", "alexnet"],
+)
 def test_layers_match_shapes_module_and_bias_flag(spec):
     with_bias = res.resources(spec)
     without = res.resources(spec, bias=False)
     assert [layer.name for layer in with_bias.layers] == spec.layer_names()
     expected = layer_params(spec)
-    assert [(l.name, l.weights, l.biases) for l in with_bias.layers] == \
-        [(p.name, p.weights, p.biases) for p in expected]
-    assert [l.params for l in with_bias.layers] == [p.total for p in expected]
+    assert [(layer.name, layer.weights, layer.biases) for layer in with_bias.layers] == [
+        (p.name, p.weights, p.biases) for p in expected
+    ]
+    assert [layer.params for layer in with_bias.layers] == [p.total for p in expected]
     # bias=False drops exactly the biases and nothing else
-    assert [l.weights for l in without.layers] == [l.weights for l in with_bias.layers]
+    assert [layer.weights for layer in without.layers] == [
+        layer.weights for layer in with_bias.layers
+    ]
     assert without.biases == 0
     assert with_bias.params - without.params == with_bias.biases > 0
     assert without.flops == with_bias.flops  # biases are not counted as FLOPs
-    assert (with_bias.training_memory().params - without.training_memory().params
-            == 4 * with_bias.biases)
+    assert (
+        with_bias.training_memory().params - without.training_memory().params
+        == 4 * with_bias.biases
+    )
 
 
 def test_macs_flops_and_activations_by_hand():
@@ -105,6 +114,7 @@ def test_validation():
 
 # ----------------------------------------------------------------------------- memory model
 
+
 def test_training_memory_breakdown():
     result = res.resources(nin_spec(), 96, batch_size=32)
     params = 4 * 1_992_166
@@ -116,8 +126,10 @@ def test_training_memory_breakdown():
     assert len({memory.activations for memory in memories.values()}) == 1
     # CPU dropout keeps a float32 noise tensor, CUDA's native_dropout a bool mask
     mask = 32 * 384
-    assert (result.training_memory(device="cpu").activations
-            - result.training_memory(device="cuda").activations) == 3 * mask
+    assert (
+        result.training_memory(device="cpu").activations
+        - result.training_memory(device="cuda").activations
+    ) == 3 * mask
     # batch-independent parts stay, activations scale with the batch
     double = res.resources(nin_spec(), 96, batch_size=64).training_memory()
     assert double.params == params
@@ -138,7 +150,7 @@ def test_inference_memory_is_params_plus_largest_pair():
 def test_formatting_and_comparison():
     assert res.format_bytes(7_968_664) == "7.6 MiB"
     assert res.format_bytes(512) == "512 B"
-    assert res.format_bytes(3 * 2 ** 30) == "3.0 GiB"
+    assert res.format_bytes(3 * 2**30) == "3.0 GiB"
     assert res.format_count(1_992_166) == "1.99 M"
     assert res.format_count(46_764_746) == "46.8 M"
     assert res.format_count(12) == "12"
@@ -161,17 +173,27 @@ def test_formatting_and_comparison():
 
 def test_module_imports_no_framework():
     tree = ast.parse((ROOT / "common" / "resources.py").read_text())
-    imported = {alias.name.split(".")[0] for node in ast.walk(tree)
-                if isinstance(node, ast.Import) for alias in node.names}
-    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
-                 if isinstance(node, ast.ImportFrom) and node.module and node.level == 0}
+    imported = {
+        alias.name.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import)
+        for alias in node.names
+    }
+    imported |= {
+        node.module.split(".")[0]
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0
+    }
     assert not imported & set(FRAMEWORKS)
-    code = ("import sys, common.resources as r; r.compare_models(); "
-            f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])")
+    code = (
+        "import sys, common.resources as r; r.compare_models(); "
+        f"print([m for m in {FRAMEWORKS!r} if m in sys.modules])"
+    )
     assert run_python(code).strip() == "[]"
 
 
 # ----------------------------------------------------------------------------- against PyTorch
+
 
 @pytest.fixture(scope="module")
 def torch():
@@ -188,12 +210,16 @@ def _net(spec, train):
     return net.train(train)
 
 
-@pytest.mark.parametrize("spec, size, batch", [
-    (nin_spec(), 224, 1),
-    (nin_spec(), 96, 2),
-    (nin_spec(num_1x1=1), 224, 1),
-    (alexnet_spec(), 224, 1),
-], ids=["nin224", "nin96x2", "nin_1x1", "alexnet224"])
+@pytest.mark.parametrize(
+    "spec, size, batch",
+    [
+        (nin_spec(), 224, 1),
+        (nin_spec(), 96, 2),
+        (nin_spec(num_1x1=1), 224, 1),
+        (alexnet_spec(), 224, 1),
+    ],
+    ids=["nin224", "nin96x2", "nin_1x1", "alexnet224"],
+)
 def test_flops_match_torch_flop_counter(torch, spec, size, batch):
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -240,8 +266,10 @@ def test_saved_tensors_match_autograd_exactly(torch):
     def pack(tensor):
         storage = tensor.untyped_storage()
         if storage.data_ptr() not in param_storages:
-            saved.setdefault(storage.data_ptr(), (tuple(tensor.shape), storage.nbytes(),
-                                                  str(tensor.dtype).replace("torch.", "")))
+            saved.setdefault(
+                storage.data_ptr(),
+                (tuple(tensor.shape), storage.nbytes(), str(tensor.dtype).replace("torch.", "")),
+            )
         return tensor
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
@@ -250,8 +278,9 @@ def test_saved_tensors_match_autograd_exactly(torch):
 
     estimate = res.resources(SPEC, SIZE, BATCH)
     model = estimate.saved_tensors("cpu")
-    assert Counter((t.nbytes, t.dtype) for t in model) == \
-        Counter((nbytes, dtype) for _, nbytes, dtype in saved.values())
+    assert Counter((t.nbytes, t.dtype) for t in model) == Counter(
+        (nbytes, dtype) for _, nbytes, dtype in saved.values()
+    )
     measured_activations = sum(nbytes for _, nbytes, _ in saved.values())
     assert estimate.training_memory("sgd").activations == measured_activations
 
@@ -262,9 +291,12 @@ def test_saved_tensors_match_autograd_exactly(torch):
     for name in ("sgd", "momentum", "adam"):
         optimizer = _optimizer(torch, name, net.parameters())
         optimizer.step()
-        state = sum(value.untyped_storage().nbytes() for per_param in optimizer.state.values()
-                    for key, value in per_param.items()
-                    if torch.is_tensor(value) and key != "step")
+        state = sum(
+            value.untyped_storage().nbytes()
+            for per_param in optimizer.state.values()
+            for key, value in per_param.items()
+            if torch.is_tensor(value) and key != "step"
+        )
         memory = estimate.training_memory(name)
         assert (memory.params, memory.grads, memory.optimizer_state) == (params, grads, state)
         measured = params + grads + state + measured_activations
@@ -276,8 +308,9 @@ def _timeline_peak(torch, run, tmp_path) -> int:
     """Peak bytes on the CPU over the profiler's memory timeline of `run()`."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True,
-                 with_stack=True) as prof:
+    with profile(
+        activities=[ProfilerActivity.CPU], profile_memory=True, record_shapes=True, with_stack=True
+    ) as prof:
         run()
     path = tmp_path / "memory.json"
     if not hasattr(prof, "export_memory_timeline"):  # deprecated; gone in some future torch
@@ -330,10 +363,12 @@ def test_the_readmes_figures():
     from common.shapes import count_params
     from common.spec import make_spec
 
-    figures = {name: (format_bytes(result.training_memory("sgd").total),
-                      format_bytes(result.inference_memory()))
-               for name, result in ((name, resources(name, 224, 128))
-                                    for name in ("nin", "alexnet"))}
+    figures = {
+        name: (
+            format_bytes(result.training_memory("sgd").total),
+            format_bytes(result.inference_memory()),
+        )
+        for name, result in ((name, resources(name, 224, 128)) for name in ("nin", "alexnet"))
+    }
     assert figures == {"nin": ("952.4 MiB", "281.0 MiB"), "alexnet": ("844.9 MiB", "451.8 MiB")}
     assert count_params(make_spec("nin", num_1x1=1)) == 1_769_112
-

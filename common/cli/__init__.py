@@ -27,10 +27,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="nin", description="Network in Network (d2l 7.3) in "
-                                             f"{listed(FRAMEWORK_LABELS.values())}.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                                     parser_class=_Parser)
+    parser = _Parser(
+        prog="nin",
+        description=f"Network in Network (d2l 7.3) in {listed(FRAMEWORK_LABELS.values())}.",
+    )
+    commands = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     for module in COMMAND_MODULES:
         module.add_commands(commands)
     return parser
@@ -62,6 +65,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"nin {args.command}: interrupted", file=sys.stderr)
         return 130
     except OSError as error:  # a full disk or a folder that vanished mid-run
-        print(f"nin {args.command}: error: {error.strerror or error}: "
-              f"{error.filename or ''}".rstrip(": "), file=sys.stderr)
+        print(
+            f"nin {args.command}: error: {error.strerror or error}: {error.filename or ''}".rstrip(
+                ": "
+            ),
+            file=sys.stderr,
+        )
         return EXIT_USAGE

@@ -6,13 +6,13 @@ CLI layer.
 from __future__ import annotations
 
 import argparse
-import textwrap
 import json
 import os
 import signal
 import subprocess
 import sys
 import tempfile
+import textwrap
 from pathlib import Path
 
 from ..backends import BACKENDS, FRAMEWORK_LABELS, listed
@@ -22,7 +22,7 @@ from .common import UsageError, add_spec_arguments, spec_from_args, whole
 DEFAULT_TIMEOUT = 300
 
 _WHAT = f"""\
-Check your own NiN ({listed(FRAMEWORK_LABELS.values(), 'or')}: told by the model's type)
+Check your own NiN ({listed(FRAMEWORK_LABELS.values(), "or")}: told by the model's type)
 against the book's: each layer's output shape, the parameters, the ReLUs and the dropout, then
 the numbers (the book's weights set on your layers: logits and each layer's input against a
 float64 reference on real Fashion-MNIST images) and the gradients (against this project's
@@ -43,11 +43,14 @@ trust. The rules:
   - before the model exists, a statement that fails is an error (exit 2), unless it only
     loads data or trains through d2l (skipped); once the model exists, the first statement
     that fails or would train ends the run, and the model is checked as it is then."""
-_NAME = (f"Without NAME, the model is the file's one module-level "
-         f"{listed((info.model_class for info in BACKENDS.values()), 'or')} (one that holds "
-         "another counts once); NAME is a model or a function of no arguments that returns one.")
-DESCRIPTION = "\n\n".join([textwrap.fill(" ".join(_WHAT.split()), 92), _RULES,
-                            textwrap.fill(_NAME, 92)])
+_NAME = (
+    f"Without NAME, the model is the file's one module-level "
+    f"{listed((info.model_class for info in BACKENDS.values()), 'or')} (one that holds "
+    "another counts once); NAME is a model or a function of no arguments that returns one."
+)
+DESCRIPTION = "\n\n".join(
+    [textwrap.fill(" ".join(_WHAT.split()), 92), _RULES, textwrap.fill(_NAME, 92)]
+)
 
 
 def cmd_check(args) -> int:
@@ -58,15 +61,17 @@ def cmd_check(args) -> int:
     path, name = split_target(args.file)
     path = Path(path)
     if not path.is_file():
-        raise UsageError(f"{path} does not exist" if not path.exists() else
-                         f"{path} is not a file")
+        raise UsageError(f"{path} does not exist" if not path.exists() else f"{path} is not a file")
     if path.suffix not in (".py", ".ipynb"):
         raise UsageError(f"{path.name}: expected a Python file (.py) or a notebook (.ipynb)")
     report = Path(args.report) if args.report else None
     if report is not None:
         if report.exists() and (report.is_dir() or not args.force):
-            raise UsageError(f"{report} exists; pass --force to replace it or choose another "
-                             "--report" if not report.is_dir() else f"{report} is a folder")
+            raise UsageError(
+                f"{report} exists; pass --force to replace it or choose another --report"
+                if not report.is_dir()
+                else f"{report} is a folder"
+            )
         check_writable_parent(report)
     spec = spec_from_args(args)
     size = args.size or spec.input_size
@@ -93,32 +98,59 @@ def _run(path: Path, name: str | None, spec, size: int, timeout: float) -> dict:
         folder = Path(folder)
         progress, log = folder / "progress", folder / "output.log"
         target = str(path.resolve()) + (f":{name}" if name else "")
-        command = [sys.executable, "-m", "common.tools.check.runner", "--spec",
-                   json.dumps(spec.to_dict()), "--size", str(size), "--out", str(folder),
-                   "--progress", str(progress), target]
-        environment = {**os.environ, "MPLBACKEND": "Agg", "TF_CPP_MIN_LOG_LEVEL": "2",
-                       "PYTHONPATH": os.pathsep.join(filter(None, [
-                           str(Path(__file__).resolve().parents[2]),
-                           os.environ.get("PYTHONPATH")]))}
+        command = [
+            sys.executable,
+            "-m",
+            "common.tools.check.runner",
+            "--spec",
+            json.dumps(spec.to_dict()),
+            "--size",
+            str(size),
+            "--out",
+            str(folder),
+            "--progress",
+            str(progress),
+            target,
+        ]
+        environment = {
+            **os.environ,
+            "MPLBACKEND": "Agg",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "PYTHONPATH": os.pathsep.join(
+                filter(
+                    None, [str(Path(__file__).resolve().parents[2]), os.environ.get("PYTHONPATH")]
+                )
+            ),
+        }
         with open(log, "w") as output:
-            process = subprocess.Popen(command, cwd=path.resolve().parent, env=environment,
-                                       stdin=subprocess.DEVNULL, stdout=output,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                command,
+                cwd=path.resolve().parent,
+                env=environment,
+                stdin=subprocess.DEVNULL,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
             try:
                 status = process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
                 _kill(process)
                 where = progress.read_text() if progress.exists() else path.name
-                raise UsageError(f"{path.name} did not finish within {timeout:g} s (it was "
-                                 f"running {where}); give more with --timeout") from None
+                raise UsageError(
+                    f"{path.name} did not finish within {timeout:g} s (it was "
+                    f"running {where}); give more with --timeout"
+                ) from None
             except KeyboardInterrupt:
                 _kill(process)
                 raise
         result = folder / "0.json"
         if status != 0 or not result.exists():
             said = last_line(log)
-            raise UsageError(f"the process running {path.name} died ({_status(status)})"
-                             + (f": {said}" if said else ""))
+            raise UsageError(
+                f"the process running {path.name} died ({_status(status)})"
+                + (f": {said}" if said else "")
+            )
         return json.loads(result.read_text())
 
 
@@ -136,17 +168,28 @@ def _status(status: int) -> str:
 
 def add_commands(commands) -> None:
     sub = commands.add_parser(
-        "check", help="check your own NiN file (.py or .ipynb) against the book's",
-        description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+        "check",
+        help="check your own NiN file (.py or .ipynb) against the book's",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub.set_defaults(function=cmd_check)
-    sub.add_argument("file", metavar="PATH[:NAME]",
-                     help="a .py file or a Jupyter notebook, and optionally the name of the "
-                          "model (or of a function of no arguments that returns it)")
-    sub.add_argument("--size", type=whole(1, 4096),
-                     help="input size in pixels (default 224, the book's)")
+    sub.add_argument(
+        "file",
+        metavar="PATH[:NAME]",
+        help="a .py file or a Jupyter notebook, and optionally the name of the "
+        "model (or of a function of no arguments that returns it)",
+    )
+    sub.add_argument(
+        "--size", type=whole(1, 4096), help="input size in pixels (default 224, the book's)"
+    )
     sub.add_argument("--report", metavar="OUT.md", help="also write the report as Markdown")
     sub.add_argument("--force", action="store_true", help="replace --report if it exists")
-    sub.add_argument("--timeout", type=whole(1, 24 * 3600), default=DEFAULT_TIMEOUT,
-                     metavar="S", help=f"stop the file after S seconds (default "
-                                       f"{DEFAULT_TIMEOUT})")
+    sub.add_argument(
+        "--timeout",
+        type=whole(1, 24 * 3600),
+        default=DEFAULT_TIMEOUT,
+        metavar="S",
+        help=f"stop the file after S seconds (default {DEFAULT_TIMEOUT})",
+    )
     add_spec_arguments(sub)

@@ -41,20 +41,28 @@ def cmd_export(args) -> int:
     backend.export_onnx(net, out, opset=args.opset, input_treatment=(size, standardize))
 
     # onnxruntime referees the export: the same images through the framework and the file.
-    images = np.random.default_rng(0).random((CHECK_IMAGES, net.spec.in_channels, size, size),
-                                             dtype=np.float32)
+    images = np.random.default_rng(0).random(
+        (CHECK_IMAGES, net.spec.in_channels, size, size), dtype=np.float32
+    )
     expected = backend.predict_logits(net, images)
     gap = float(np.abs(OnnxModel(out).predict_logits(images) - expected).max())
     scale = max(1.0, float(np.abs(expected).max()))
-    print(f"{net.spec.describe()}: {weights} ({args.backend}) -> {out} (ONNX opset {args.opset}; "
-          f"input {input_shape_text(net.spec)} NCHW, trained at {size} px"
-          f"{', standardized' if standardize else ''})")
+    print(
+        f"{net.spec.describe()}: {weights} ({args.backend}) -> {out} (ONNX opset {args.opset}; "
+        f"input {input_shape_text(net.spec)} NCHW, trained at {size} px"
+        f"{', standardized' if standardize else ''})"
+    )
     if gap > CHECK_TOLERANCE * scale:
-        print(f"nin export: onnxruntime's logits differ from {args.backend}'s by {gap:.2g}; "
-              f"{out} is kept for inspection", file=sys.stderr)
+        print(
+            f"nin export: onnxruntime's logits differ from {args.backend}'s by {gap:.2g}; "
+            f"{out} is kept for inspection",
+            file=sys.stderr,
+        )
         return 1
-    print(f"onnxruntime agrees with {args.backend}: largest logit difference {gap:.1g} "
-          f"on {CHECK_IMAGES} random images")
+    print(
+        f"onnxruntime agrees with {args.backend}: largest logit difference {gap:.1g} "
+        f"on {CHECK_IMAGES} random images"
+    )
     return 0
 
 
@@ -67,12 +75,22 @@ def add_commands(commands) -> None:
     text = "trained weights as an ONNX model (dynamic batch, NCHW input), checked on onnxruntime"
     sub = commands.add_parser("export", help=text, description=text)
     sub.set_defaults(function=cmd_export)
-    sub.add_argument("--backend", required=True, choices=list(BACKENDS),
-                     help="the framework whose converter writes the model")
-    sub.add_argument("--weights", required=True,
-                     help="weights.npz, the backend's native file, or a run folder")
+    sub.add_argument(
+        "--backend",
+        required=True,
+        choices=list(BACKENDS),
+        help="the framework whose converter writes the model",
+    )
+    sub.add_argument(
+        "--weights", required=True, help="weights.npz, the backend's native file, or a run folder"
+    )
     sub.add_argument("--onnx", required=True, metavar="OUT.onnx", help="the model to write")
-    sub.add_argument("--opset", type=int, choices=OPSETS, default=DEFAULT_OPSET,
-                     help=f"ONNX opset (default {DEFAULT_OPSET})")
+    sub.add_argument(
+        "--opset",
+        type=int,
+        choices=OPSETS,
+        default=DEFAULT_OPSET,
+        help=f"ONNX opset (default {DEFAULT_OPSET})",
+    )
     sub.add_argument("--force", action="store_true", help="replace OUT.onnx if it exists")
     add_spec_arguments(sub)

@@ -12,8 +12,8 @@ from .common import add_spec_arguments, backend_list, spec_from_args, whole
 
 
 def cmd_shapes(args) -> int:
-    from ..tools.crosscheck import shape_rows
     from ..shapes import check_input_shape
+    from ..tools.crosscheck import shape_rows
 
     spec, backends = spec_from_args(args), backend_list(args.backend)
     input_shape = (args.batch, spec.in_channels, args.size, args.size)
@@ -47,8 +47,10 @@ def cmd_resources(args) -> int:
 
     spec = spec_from_args(args)
     result = resources(spec, args.size, args.batch, bias=not args.no_bias)
-    print(f"{spec.describe()} at {args.size}x{args.size}, batch {args.batch}, "
-          f"{'with' if not args.no_bias else 'without'} biases, float32")
+    print(
+        f"{spec.describe()} at {args.size}x{args.size}, batch {args.batch}, "
+        f"{'with' if not args.no_bias else 'without'} biases, float32"
+    )
     print(result.table())
     print()
     print(result.summary())
@@ -68,13 +70,20 @@ def cmd_presets(args) -> int:
 
 
 def add_commands(commands) -> None:
-    for name, function, text in [("shapes", cmd_shapes, "layer output shapes"),
-                                 ("params", cmd_params, "parameters per layer")]:
-        sub = commands.add_parser(name, help=f"{text}, side by side",
-                                  description=f"{text} in each backend beside common's "
-                                              "arithmetic; a disagreement exits 1")
+    for name, function, text in [
+        ("shapes", cmd_shapes, "layer output shapes"),
+        ("params", cmd_params, "parameters per layer"),
+    ]:
+        sub = commands.add_parser(
+            name,
+            help=f"{text}, side by side",
+            description=f"{text} in each backend beside common's "
+            "arithmetic; a disagreement exits 1",
+        )
         sub.set_defaults(function=function)
-        sub.add_argument("--backend", default="all", help=f"{', '.join(BACKENDS)}, a comma list or all")
+        sub.add_argument(
+            "--backend", default="all", help=f"{', '.join(BACKENDS)}, a comma list or all"
+        )
         sub.add_argument("--size", type=whole(1, 4096), default=224)
         if name == "shapes":
             sub.add_argument("--batch", type=whole(1, 4096), default=1)
@@ -86,8 +95,12 @@ def add_commands(commands) -> None:
     sub.add_argument("--size", type=whole(1, 4096), default=224)
     sub.add_argument("--batch", type=whole(1, 1 << 20), default=128)
     sub.add_argument("--no-bias", action="store_true", help="count weights only")
-    sub.add_argument("--optimizer", choices=["sgd", "momentum", "adam"], default="sgd",
-                     help="optimizer whose state the training memory includes")
+    sub.add_argument(
+        "--optimizer",
+        choices=["sgd", "momentum", "adam"],
+        default="sgd",
+        help="optimizer whose state the training memory includes",
+    )
     add_spec_arguments(sub)
 
     text = "the training presets (--recipe) and what each sets"

@@ -36,19 +36,33 @@ def resume_plan(args):
     run_dir = Path(args.resume)
     changed = given_training_flags(args) - RESUME_FLAGS
     if changed:
-        raise UsageError(f"--resume continues {run_dir} as it was configured; "
-                         f"{', '.join(sorted(flag(name) for name in changed))} cannot change "
-                         f"(only {', '.join(sorted(flag(name) for name in RESUME_FLAGS))})")
+        raise UsageError(
+            f"--resume continues {run_dir} as it was configured; "
+            f"{', '.join(sorted(flag(name) for name in changed))} cannot change "
+            f"(only {', '.join(sorted(flag(name) for name in RESUME_FLAGS))})"
+        )
     checkpoint = latest_checkpoint(run_dir)
     config = checkpoint.config
-    recipe = replace(config.recipe, **{name: getattr(args, name) for name in ("lr", "clip_norm")
-                                       if getattr(args, name) is not None})
-    config = replace(config, recipe=recipe, epochs=args.epochs or config.epochs,
-                     data_dir=args.data_dir or config.data_dir).check()
+    recipe = replace(
+        config.recipe,
+        **{
+            name: getattr(args, name)
+            for name in ("lr", "clip_norm")
+            if getattr(args, name) is not None
+        },
+    )
+    config = replace(
+        config,
+        recipe=recipe,
+        epochs=args.epochs or config.epochs,
+        data_dir=args.data_dir or config.data_dir,
+    ).check()
     state = checkpoint.state
     if config.epochs < state.epoch or (config.epochs == state.epoch and state.batch):
-        raise UsageError(f"{run_dir} is already past epoch {config.epochs} "
-                         f"({checkpoint.describe()}); --epochs must be at least {state.epoch + 1}")
+        raise UsageError(
+            f"{run_dir} is already past epoch {config.epochs} "
+            f"({checkpoint.describe()}); --epochs must be at least {state.epoch + 1}"
+        )
     backend = args.backend or checkpoint.backend
     if args.out:
         out = check_new_run_dir(args.out, count_params(config.spec()))
@@ -57,6 +71,8 @@ def resume_plan(args):
         check_resumable(checkpoint, backend=backend)
         # Killed after its last checkpoint but before its summary: resuming writes the rest.
         if config.epochs == state.epoch and read_summary(run_dir) is not None:
-            raise UsageError(f"{run_dir} is complete ({config.epochs} epochs); give --epochs N "
-                             "to train it further")
+            raise UsageError(
+                f"{run_dir} is complete ({config.epochs} epochs); give --epochs N "
+                "to train it further"
+            )
     return checkpoint, config, backend, out

@@ -16,8 +16,14 @@ from ..backends import BACKENDS
 from ..shapes import count_params
 from ..training import TrainingStopped
 from . import workers
-from .common import (UsageError, add_training_arguments, backend_list, given_training_flags,
-                     progress, run_config)
+from .common import (
+    UsageError,
+    add_training_arguments,
+    backend_list,
+    given_training_flags,
+    progress,
+    run_config,
+)
 from .plan import announce, preflight, resume_plan
 
 EXIT_STATUS = {"SIGINT": 130, "SIGTERM": 143}
@@ -39,8 +45,12 @@ class StopOnSignal:
         if self.reason is not None:
             raise KeyboardInterrupt(name)
         self.reason = name
-        print(f"\n{name}: stopping after this step and writing a checkpoint "
-              "(send it again to stop at once)", file=sys.stderr, flush=True)
+        print(
+            f"\n{name}: stopping after this step and writing a checkpoint "
+            "(send it again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def __enter__(self):
         for number in (signal.SIGINT, signal.SIGTERM):
@@ -59,12 +69,16 @@ def exit_status(stop: TrainingStopped) -> int:
 
 def _stopped(stop: TrainingStopped, command: str) -> int:
     state = stop.state
-    print(f"stopped by {stop.reason} at epoch {state.epoch + 1}, batch {state.batch} "
-          f"(step {state.step}); checkpoint saved.\nresume with: {command}", file=sys.stderr)
+    print(
+        f"stopped by {stop.reason} at epoch {state.epoch + 1}, batch {state.batch} "
+        f"(step {state.step}); checkpoint saved.\nresume with: {command}",
+        file=sys.stderr,
+    )
     return exit_status(stop)
 
 
 # -- nin train -----------------------------------------------------------------------------------
+
 
 def cmd_train(args) -> int:
     from ..tools.runs import check_new_run_dir, default_run_dir
@@ -79,17 +93,24 @@ def cmd_train(args) -> int:
     launched = workers.launched(args.backend, args)  # one of N workers, or None
     if launched:
         config = replace(config, batch_size=config.batch_size * launched)  # per worker
-    out = check_new_run_dir(args.out or default_run_dir(f"train-{args.backend}"),
-                            count_params(config.spec()))
+    out = check_new_run_dir(
+        args.out or default_run_dir(f"train-{args.backend}"), count_params(config.spec())
+    )
     preflight(config, [args.backend])
     if not launched:
         announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
-            result = workers.train(args.backend, config, out, launched,
-                                   checkpoint_every=args.checkpoint_every,
-                                   stop_requested=stop, progress=progress(args))
+            result = workers.train(
+                args.backend,
+                config,
+                out,
+                launched,
+                checkpoint_every=args.checkpoint_every,
+                stop_requested=stop,
+                progress=progress(args),
+            )
         except TrainingStopped as stopped:
             return _stopped(stopped, f"nin train --resume {shlex.quote(str(out))}")
     if result:  # None on all workers but rank 0
@@ -100,9 +121,11 @@ def cmd_train(args) -> int:
 def _finished(result, config) -> None:
     final = result.history[-1]
     never = result.summary["classes_never_predicted"]
-    print(f"test accuracy {final.test_accuracy:.4f} after {config.epochs} epoch(s)"
-          + (f"; never predicted: {', '.join(never)}" if never else "")
-          + f"; run folder: {result.directory}")
+    print(
+        f"test accuracy {final.test_accuracy:.4f} after {config.epochs} epoch(s)"
+        + (f"; never predicted: {', '.join(never)}" if never else "")
+        + f"; run folder: {result.directory}"
+    )
 
 
 def _resume_train(args) -> int:
@@ -114,9 +137,16 @@ def _resume_train(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
-            result = workers.train(backend, config, out, launched, resume=checkpoint,
-                                   checkpoint_every=args.checkpoint_every, stop_requested=stop,
-                                   progress=progress(args))
+            result = workers.train(
+                backend,
+                config,
+                out,
+                launched,
+                resume=checkpoint,
+                checkpoint_every=args.checkpoint_every,
+                stop_requested=stop,
+                progress=progress(args),
+            )
         except TrainingStopped as stopped:
             return _stopped(stopped, f"nin train --resume {shlex.quote(str(out))}")
     if result:
@@ -126,14 +156,17 @@ def _resume_train(args) -> int:
 
 # -- nin compare ---------------------------------------------------------------------------------
 
+
 def cmd_compare(args) -> int:
     from ..tools.compare import compare, read_manifest
     from ..tools.runs import check_new_run_dir, default_run_dir
 
     if args.resume:
         if given_training_flags(args) or args.backends:
-            raise UsageError("--resume continues the comparison as it was configured; "
-                             "give no other training flags or --backends")
+            raise UsageError(
+                "--resume continues the comparison as it was configured; "
+                "give no other training flags or --backends"
+            )
         out = Path(args.resume)
         config, backends = read_manifest(out)
         if args.data_dir:
@@ -141,15 +174,22 @@ def cmd_compare(args) -> int:
     else:
         config = run_config(args)
         backends = backend_list(args.backends or "all")
-        out = check_new_run_dir(args.out or default_run_dir("compare"),
-                                len(backends) * count_params(config.spec()))
+        out = check_new_run_dir(
+            args.out or default_run_dir("compare"), len(backends) * count_params(config.spec())
+        )
     preflight(config, backends)
     announce(config)
     out.mkdir(parents=True, exist_ok=True)
     with StopOnSignal() as stop:
         try:
-            report = compare(config, backends, out, checkpoint_every=args.checkpoint_every,
-                             stop_requested=stop, progress=progress(args))
+            report = compare(
+                config,
+                backends,
+                out,
+                checkpoint_every=args.checkpoint_every,
+                stop_requested=stop,
+                progress=progress(args),
+            )
         except TrainingStopped as stopped:
             return _stopped(stopped, f"nin compare --resume {shlex.quote(str(out))}")
     print(f"report: {report}")
@@ -157,6 +197,7 @@ def cmd_compare(args) -> int:
 
 
 # -- nin sweep -----------------------------------------------------------------------------------
+
 
 def sweep_variants(config, heads: str | None):
     """The sweep's variants: the config itself, or one per head named in `heads`."""
@@ -186,16 +227,24 @@ def cmd_sweep(args) -> int:
     variants = sweep_variants(config, args.heads)
     out = Path(args.out or default_run_dir("sweep"))
     # Finished sweep runs keep weights.npz and the native file: 8 bytes per parameter.
-    check_writable_parent(out / "sweep.json", 8 * count_params(config.spec())
-                          * len(variants) * len(backends) * len(seeds))
+    check_writable_parent(
+        out / "sweep.json",
+        8 * count_params(config.spec()) * len(variants) * len(backends) * len(seeds),
+    )
     check_manifest(out, variants, backends, seeds)
     preflight(config, backends)
     announce(config)
     with StopOnSignal() as stop:
         try:
-            report = run_sweep(variants, backends, seeds, out, stop_requested=stop,
-                               progress=progress(args),
-                               title=f"Seed sweep: {', '.join(v.label for v in variants)}")
+            report = run_sweep(
+                variants,
+                backends,
+                seeds,
+                out,
+                stop_requested=stop,
+                progress=progress(args),
+                title=f"Seed sweep: {', '.join(v.label for v in variants)}",
+            )
         except TrainingStopped as stopped:
             command = " ".join(shlex.quote(part) for part in ["nin", *sys.argv[1:]])
             if not args.out:
@@ -211,9 +260,12 @@ def add_commands(commands) -> None:
     sub.set_defaults(function=cmd_train)
     sub.add_argument("--backend", choices=list(BACKENDS))
     sub.add_argument("--out", help="run folder to create (default runs/train-<backend>-<time>)")
-    sub.add_argument("--resume", metavar="RUN_DIR",
-                     help="continue RUN_DIR from its newest checkpoint (to --epochs in total); "
-                          "with --out, in a new folder, and with --backend, in another framework")
+    sub.add_argument(
+        "--resume",
+        metavar="RUN_DIR",
+        help="continue RUN_DIR from its newest checkpoint (to --epochs in total); "
+        "with --out, in a new folder, and with --backend, in another framework",
+    )
     add_training_arguments(sub)
     workers.add_arguments(sub)
 
@@ -225,13 +277,18 @@ def add_commands(commands) -> None:
     sub.add_argument("--resume", metavar="COMPARE_DIR", help="continue an interrupted comparison")
     add_training_arguments(sub)
 
-    text = ("train every (backend, seed) and report whether the frameworks differ by more "
-            "than the seeds do; rerun the same command to continue it")
+    text = (
+        "train every (backend, seed) and report whether the frameworks differ by more "
+        "than the seeds do; rerun the same command to continue it"
+    )
     sub = commands.add_parser("sweep", help=text, description=text)
     sub.set_defaults(function=cmd_sweep)
     sub.add_argument("--seeds", default="0-4", help="e.g. 0-4 or 1,3,7 (default 0-4)")
     sub.add_argument("--backends", default="all", help="comma list or all (default)")
     sub.add_argument("--heads", help="linear, book or linear,book: sweep each head side by side")
-    sub.add_argument("--out", help="sweep folder (default runs/sweep-<time>); an existing one "
-                                   "of the same sweep is continued")
+    sub.add_argument(
+        "--out",
+        help="sweep folder (default runs/sweep-<time>); an existing one "
+        "of the same sweep is continued",
+    )
     add_training_arguments(sub)

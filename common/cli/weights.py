@@ -25,18 +25,22 @@ def load_weights_into(backend, path: Path, spec_args):
         backend.set_weights(net, stored.arrays)
         return net
     if not path.name.endswith(backend.NATIVE_SUFFIX):
-        raise UsageError(f"{path.name}: expected a weights.npz or a {backend.BACKEND} native "
-                         f"file (*{backend.NATIVE_SUFFIX})")
+        raise UsageError(
+            f"{path.name}: expected a weights.npz or a {backend.BACKEND} native "
+            f"file (*{backend.NATIVE_SUFFIX})"
+        )
     recorded = run_config_beside(path)
     spec = recorded.spec() if recorded else spec_from_args(spec_args)
     net = backend.build_nin(spec)
     try:
         backend.load_native(net, path)
     except Exception as error:  # each framework raises its own types; report them as one line
-        first_line = (str(error).strip().splitlines()[0] if str(error).strip()
-                      else type(error).__name__)
-        raise UsageError(f"cannot load {path} as {backend.BACKEND} weights of "
-                         f"{spec.describe()}: {first_line}") from None
+        first_line = (
+            str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        )
+        raise UsageError(
+            f"cannot load {path} as {backend.BACKEND} weights of {spec.describe()}: {first_line}"
+        ) from None
     return net
 
 
@@ -45,8 +49,10 @@ def weights_in(path: Path) -> Path:
     path = Path(path)
     if path.is_dir():
         if not (path / "weights.npz").is_file():
-            raise UsageError(f"{path} is a folder without weights.npz (a run folder has one "
-                             "once its training has finished)")
+            raise UsageError(
+                f"{path} is a folder without weights.npz (a run folder has one "
+                "once its training has finished)"
+            )
         return path / "weights.npz"
     if not path.is_file():
         raise UsageError(f"weights file {path} does not exist")
@@ -105,8 +111,11 @@ def cmd_predict(args) -> int:
         from ..onnx import OnnxModel
 
         model = OnnxModel(weights)
-        spec, (size, standardize), predict_logits = (model.spec, model.input_treatment,
-                                                     model.predict_logits)
+        spec, (size, standardize), predict_logits = (
+            model.spec,
+            model.input_treatment,
+            model.predict_logits,
+        )
     else:
         backend = load_backend(args.backend)
         net = load_weights_into(backend, weights, args)
@@ -114,17 +123,21 @@ def cmd_predict(args) -> int:
 
         def predict_logits(images):
             return backend.predict_logits(net, images)
+
     if spec.in_channels != 1 or spec.num_classes != 10:
-        raise UsageError(f"{weights} holds {spec.describe()}, which does not take "
-                         "Fashion-MNIST (1 channel, 10 classes)")
+        raise UsageError(
+            f"{weights} holds {spec.describe()}, which does not take "
+            "Fashion-MNIST (1 channel, 10 classes)"
+        )
     size = args.size or size
     fashion = load_fashion_mnist(args.data_dir)
-    images = fashion.test_images[:args.n]
-    labels = fashion.test_labels[:args.n].astype(np.int64)
+    images = fashion.test_images[: args.n]
+    labels = fashion.test_labels[: args.n].astype(np.int64)
     predicted = predict_logits(to_model_input(images, size, standardize=standardize)).argmax(axis=1)
     right = int((predicted == labels).sum())
-    plot_predictions(images, labels, predicted, out,
-                     title=f"{runner}: {right}/{args.n} right (true / predicted)")
+    plot_predictions(
+        images, labels, predicted, out, title=f"{runner}: {right}/{args.n} right (true / predicted)"
+    )
     print(f"{right} of {args.n} right; grid: {out}")
     return 0
 
@@ -140,8 +153,10 @@ def cmd_convert(args) -> int:
     check_writable_parent(out)
     source, target = load_backend(getattr(args, "from")), load_backend(args.to)
     if out.suffix != ".npz" and not out.name.endswith(target.NATIVE_SUFFIX):
-        raise UsageError(f"{out.name}: {args.to} weights are saved as *{target.NATIVE_SUFFIX} "
-                         "(or give a .npz for the interchange format)")
+        raise UsageError(
+            f"{out.name}: {args.to} weights are saved as *{target.NATIVE_SUFFIX} "
+            "(or give a .npz for the interchange format)"
+        )
     net = load_weights_into(source, weights_in(args.input), args)
     converted = target.build_nin(net.spec)
     target.set_weights(converted, source.get_weights(net))
@@ -160,8 +175,9 @@ def add_commands(commands) -> None:
     sub.add_argument("--backend", choices=list(BACKENDS), help="the framework that runs --weights")
     model = sub.add_mutually_exclusive_group(required=True)
     model.add_argument("--weights", help="a run folder, weights.npz or the backend's native file")
-    model.add_argument("--onnx", metavar="MODEL.onnx",
-                       help="a model from `nin export`, run on onnxruntime alone")
+    model.add_argument(
+        "--onnx", metavar="MODEL.onnx", help="a model from `nin export`, run on onnxruntime alone"
+    )
     sub.add_argument("--n", type=whole(1, 100), default=10, help="how many test images (1-100)")
     sub.add_argument("--size", type=whole(1, 4096), help="input size (default: the run's)")
     sub.add_argument("--data-dir")
@@ -174,8 +190,9 @@ def add_commands(commands) -> None:
     sub.set_defaults(function=cmd_convert)
     sub.add_argument("--from", required=True, choices=list(BACKENDS))
     sub.add_argument("--to", required=True, choices=list(BACKENDS))
-    sub.add_argument("input",
-                     help="a run folder, weights.npz or the source framework's native file")
+    sub.add_argument(
+        "input", help="a run folder, weights.npz or the source framework's native file"
+    )
     sub.add_argument("output", help="the target's native file, or .npz")
     sub.add_argument("--force", action="store_true", help="replace OUTPUT if it exists")
     add_spec_arguments(sub)

@@ -27,16 +27,26 @@ RUN_FLAGS_LEFT_OUT = ("workers", "port")  # the launcher's own flags; the rest r
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
-        "data parallel", "Train on N worker processes, each on its slice of every batch, with "
+        "data parallel",
+        "Train on N worker processes, each on its slice of every batch, with "
         "the framework's own engine: "
         f"{listed((info.engine.description for info in BACKENDS.values()), 'or')} "
-        "(docs/distributed.md).")
-    group.add_argument("--workers", type=whole(1, 256), default=1, metavar="N",
-                       help="worker processes on this machine (default 1); --batch-size is "
-                            "per worker, so the run's batch is N times it")
-    group.add_argument("--port", type=whole(1, 65535),
-                       help="the first loopback port the engine may use (default: ports the OS "
-                            "picks; TF takes one per worker)")
+        "(docs/distributed.md).",
+    )
+    group.add_argument(
+        "--workers",
+        type=whole(1, 256),
+        default=1,
+        metavar="N",
+        help="worker processes on this machine (default 1); --batch-size is "
+        "per worker, so the run's batch is N times it",
+    )
+    group.add_argument(
+        "--port",
+        type=whole(1, 65535),
+        help="the first loopback port the engine may use (default: ports the OS "
+        "picks; TF takes one per worker)",
+    )
     parser.set_defaults(parser=parser)
 
 
@@ -45,8 +55,9 @@ def launched(backend: str, args) -> int | None:
     a process on its own."""
     count = BACKENDS[backend].engine.launched_workers()
     if count is not None and not (args.out or args.resume):
-        raise UsageError("a worker needs --out RUN_DIR, the same on every worker (rank 0 "
-                         "writes the run there)")
+        raise UsageError(
+            "a worker needs --out RUN_DIR, the same on every worker (rank 0 writes the run there)"
+        )
     return count
 
 
@@ -72,8 +83,12 @@ def command_line(parser: argparse.ArgumentParser, args) -> list[str]:
     argv = []
     for action in parser._actions:
         value = getattr(args, action.dest, None)
-        if not action.option_strings or action.dest in RUN_FLAGS_LEFT_OUT \
-                or value is None or value == action.default:
+        if (
+            not action.option_strings
+            or action.dest in RUN_FLAGS_LEFT_OUT
+            or value is None
+            or value == action.default
+        ):
             continue
         if isinstance(action, argparse.BooleanOptionalAction):
             argv.append(action.option_strings[0 if value else 1])
@@ -87,15 +102,17 @@ def command_line(parser: argparse.ArgumentParser, args) -> list[str]:
 
 def launch_train(args) -> int:
     """Start `args.workers` workers of this ``nin train`` and wait for them."""
-    from ..tools.runs import LOGS, check_new_run_dir, default_run_dir
     from ..shapes import count_params
+    from ..tools.runs import LOGS, check_new_run_dir, default_run_dir
 
     count = args.workers
     if args.resume:
         _, config, backend, out = resume_plan(args)
         if config.batch_size % count:
-            raise UsageError(f"{args.resume} trains with batch {config.batch_size}, which does "
-                             f"not split into {count} equal per-worker batches")
+            raise UsageError(
+                f"{args.resume} trains with batch {config.batch_size}, which does "
+                f"not split into {count} equal per-worker batches"
+            )
         new_out = Path(args.out) if args.out else None
     else:
         if not args.backend:
@@ -103,26 +120,31 @@ def launch_train(args) -> int:
         backend = args.backend
         config = run_config(args)
         config = replace(config, batch_size=config.batch_size * count)
-        out = new_out = check_new_run_dir(args.out or default_run_dir(f"train-{backend}"),
-                                          count_params(config.spec()))
+        out = new_out = check_new_run_dir(
+            args.out or default_run_dir(f"train-{backend}"), count_params(config.spec())
+        )
     if BACKENDS[backend].engine.launched_workers() is not None:
-        raise UsageError("this process was itself started as a worker (its engine's launch "
-                         "variables are set); leave --workers out")
+        raise UsageError(
+            "this process was itself started as a worker (its engine's launch "
+            "variables are set); leave --workers out"
+        )
     distributed.check_shardable(config.train_images, config.batch_size, count)
     ports = launcher.pick_ports(BACKENDS[backend].engine.ports_needed(count), args.port)
     preflight(config, [backend])
     announce(config)
-    print(f"{count} workers on {launcher.LOOPBACK}, {BACKENDS[backend].engine.description}: batch "
-          f"{config.batch_size // count} per worker, {config.batch_size} in all.")
+    print(
+        f"{count} workers on {launcher.LOOPBACK}, {BACKENDS[backend].engine.description}: batch "
+        f"{config.batch_size // count} per worker, {config.batch_size} in all."
+    )
     logs = out / LOGS
     logs.mkdir(parents=True, exist_ok=True)
-    processes = launcher.launch_processes(BACKENDS[backend].engine, count, worker_command(args, new_out),
-                                             ports, logs)
+    processes = launcher.launch_processes(
+        BACKENDS[backend].engine, count, worker_command(args, new_out), ports, logs
+    )
     resume = f"nin train --resume {shlex.quote(str(out))} --workers {count}"
     sys.stdout.flush()  # the workers write to the same stdout from now on
     try:
-        status = launcher.run_processes(processes,
-                                           log=lambda line: print(line, flush=True))
+        status = launcher.run_processes(processes, log=lambda line: print(line, flush=True))
     except launcher.WorkerFailed as failure:
         print(f"nin train: error: {failure}", file=sys.stderr)
         if _has_checkpoint(out):

@@ -31,8 +31,8 @@ class Engine:
     """One engine's launch convention. Subclasses set `description` and `variables` and
     implement :meth:`workers_in` and :meth:`environment`."""
 
-    description = "?"   # what the engine is, in words, for the launch's first line
-    variables = "?"     # the launch variables' name(s), for error messages
+    description = "?"  # what the engine is, in words, for the launch's first line
+    variables = "?"  # the launch variables' name(s), for error messages
 
     def launched_workers(self, environ: Mapping[str, str] = os.environ) -> int | None:
         """How many workers this process is one of, as the launch variables say; None when
@@ -40,8 +40,9 @@ class Engine:
         try:
             count = self.workers_in(environ)
         except (ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"the {self.variables} launch variables are malformed: "
-                             f"{error}") from None
+            raise ValueError(
+                f"the {self.variables} launch variables are malformed: {error}"
+            ) from None
         if count is not None and count < 1:
             raise ValueError(f"the {self.variables} launch variables ask for {count} workers")
         return count
@@ -53,8 +54,9 @@ class Engine:
         """Loopback ports a launch of `workers` takes."""
         return 1
 
-    def environment(self, rank: int, workers: int, ports: list[int],
-                    host: str = LOOPBACK) -> dict[str, str]:
+    def environment(
+        self, rank: int, workers: int, ports: list[int], host: str = LOOPBACK
+    ) -> dict[str, str]:
         """The variables that make a process worker `rank` of `workers` on `host`."""
         raise NotImplementedError
 
@@ -75,9 +77,14 @@ class TorchRun(Engine):
         return None
 
     def environment(self, rank, workers, ports, host=LOOPBACK):
-        variables = {"MASTER_ADDR": host, "MASTER_PORT": str(ports[0]), "RANK": str(rank),
-                     "WORLD_SIZE": str(workers), "LOCAL_RANK": str(rank),
-                     "LOCAL_WORLD_SIZE": str(workers)}
+        variables = {
+            "MASTER_ADDR": host,
+            "MASTER_PORT": str(ports[0]),
+            "RANK": str(rank),
+            "WORLD_SIZE": str(workers),
+            "LOCAL_RANK": str(rank),
+            "LOCAL_WORLD_SIZE": str(workers),
+        }
         if sys.platform.startswith("linux"):
             variables["GLOO_SOCKET_IFNAME"] = "lo"  # else gloo picks the host name's interface
         return variables
@@ -102,8 +109,9 @@ class TFConfig(Engine):
 
     def environment(self, rank, workers, ports, host=LOOPBACK):
         cluster = {"worker": [f"{host}:{port}" for port in ports]}
-        return {"TF_CONFIG": json.dumps({"cluster": cluster,
-                                         "task": {"type": "worker", "index": rank}})}
+        return {
+            "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": rank}})
+        }
 
 
 class ParameterServer(Engine):
@@ -119,14 +127,29 @@ class ParameterServer(Engine):
         return None
 
     def environment(self, rank, workers, ports, host=LOOPBACK, role="worker"):
-        return {"DMLC_ROLE": role, "DMLC_PS_ROOT_URI": host, "DMLC_PS_ROOT_PORT": str(ports[0]),
-                "DMLC_NUM_SERVER": "1", "DMLC_NUM_WORKER": str(workers),
-                "DMLC_NODE_HOST": host}  # each node listens on this address
+        return {
+            "DMLC_ROLE": role,
+            "DMLC_PS_ROOT_URI": host,
+            "DMLC_PS_ROOT_PORT": str(ports[0]),
+            "DMLC_NUM_SERVER": "1",
+            "DMLC_NUM_WORKER": str(workers),
+            "DMLC_NODE_HOST": host,
+        }  # each node listens on this address
 
     def helpers(self, workers, ports, host=LOOPBACK):
         # Importing mxnet in a scheduler or server role runs that role until the workers
         # leave (mxnet/kvstore/kvstore_server.py); watch_launcher ends it if we die first.
-        argv = [sys.executable, "-c",
-                "import common.platform.launcher as l; l.watch_launcher(); import mxnet"]
-        return [Helper(f"MXNet {role}", argv, self.environment(0, workers, ports, host, role),
-                       f"{role}.log") for role in ("scheduler", "server")]
+        argv = [
+            sys.executable,
+            "-c",
+            "import common.platform.launcher as l; l.watch_launcher(); import mxnet",
+        ]
+        return [
+            Helper(
+                f"MXNet {role}",
+                argv,
+                self.environment(0, workers, ports, host, role),
+                f"{role}.log",
+            )
+            for role in ("scheduler", "server")
+        ]

@@ -6,8 +6,8 @@ Platform layer.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 
 def fsync_directory(path: Path) -> None:

@@ -31,6 +31,7 @@ GRACE_SECONDS = 5.0  # between SIGTERM and SIGKILL when stopping a process
 
 # -- how workers find each other -----------------------------------------------------------------
 
+
 def pick_ports(count: int, first: int | None = None, host: str = LOOPBACK) -> list[int]:
     """`count` free ports: first, first + 1, ... if `first` is given, else the OS's choice.
 
@@ -45,8 +46,10 @@ def pick_ports(count: int, first: int | None = None, host: str = LOOPBACK) -> li
                 try:
                     probe.bind((host, port))
                 except OSError:
-                    raise ValueError(f"port {port} on {host} is taken; choose another --port, "
-                                     "or leave it out to let the OS pick free ports") from None
+                    raise ValueError(
+                        f"port {port} on {host} is taken; choose another --port, "
+                        "or leave it out to let the OS pick free ports"
+                    ) from None
         return list(range(first, first + count))
     probes = [_socket() for _ in range(count)]
     try:
@@ -75,6 +78,7 @@ def thread_environment(workers: int) -> dict[str, str]:
 
 # -- the launcher --------------------------------------------------------------------------------
 
+
 class WorkerFailed(RuntimeError):
     """A process of a launch failed; the others were stopped. One line; `status` is the
     exit status to end with."""
@@ -91,7 +95,7 @@ class Process:
     name: str
     argv: list[str]
     env: dict[str, str]
-    log: Path                 # its stderr (and a helper's stdout); workers share our stdout
+    log: Path  # its stderr (and a helper's stdout); workers share our stdout
     worker: bool = True
     popen: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -99,9 +103,13 @@ class Process:
         with open(self.log, "w") as log:  # the child keeps its own descriptor
             # A session of its own: Ctrl-C reaches the launcher alone, which forwards it once.
             self.popen = subprocess.Popen(
-                self.argv, env={**os.environ, **self.env, LAUNCHER_PID: str(os.getpid())},
-                stdin=subprocess.DEVNULL, stdout=None if self.worker else log, stderr=log,
-                start_new_session=True)
+                self.argv,
+                env={**os.environ, **self.env, LAUNCHER_PID: str(os.getpid())},
+                stdin=subprocess.DEVNULL,
+                stdout=None if self.worker else log,
+                stderr=log,
+                start_new_session=True,
+            )
 
     @property
     def status(self) -> int | None:
@@ -120,8 +128,9 @@ class Process:
         if status < 0:
             return f"{self.name} (pid {self.popen.pid}) was killed by {signal_name(-status)}"
         said = last_line(self.log)
-        return (f"{self.name} (pid {self.popen.pid}) exited with status {status}"
-                + (f": {said}" if said else ""))
+        return f"{self.name} (pid {self.popen.pid}) exited with status {status}" + (
+            f": {said}" if said else ""
+        )
 
 
 def signal_name(number: int) -> str:
@@ -144,8 +153,13 @@ def last_line(path: Path) -> str:
     return line[:300]
 
 
-def run_processes(processes: list[Process], *, settle: float = SETTLE_SECONDS,
-                  grace: float = GRACE_SECONDS, log=print) -> int:
+def run_processes(
+    processes: list[Process],
+    *,
+    settle: float = SETTLE_SECONDS,
+    grace: float = GRACE_SECONDS,
+    log=print,
+) -> int:
     """Start `processes` and wait for the workers; no process outlives this call.
 
     SIGINT and SIGTERM are forwarded to the workers (which checkpoint and stop together); a
@@ -164,14 +178,19 @@ def run_processes(processes: list[Process], *, settle: float = SETTLE_SECONDS,
             process.send(number)
 
     on_main_thread = threading.current_thread() is threading.main_thread()
-    previous = ({number: signal.signal(number, forward)
-                 for number in (signal.SIGINT, signal.SIGTERM)} if on_main_thread else {})
+    previous = (
+        {number: signal.signal(number, forward) for number in (signal.SIGINT, signal.SIGTERM)}
+        if on_main_thread
+        else {}
+    )
     try:
         for process in processes:
             process.start()
-        log("started " + ", ".join(f"{process.name} (pid {process.popen.pid})"
-                                   for process in processes)
-            + f"; their output is in {processes[0].log.parent}")
+        log(
+            "started "
+            + ", ".join(f"{process.name} (pid {process.popen.pid})" for process in processes)
+            + f"; their output is in {processes[0].log.parent}"
+        )
         failed = _wait(processes, forwarded, settle, grace)
         if failed is None:
             return 0
@@ -187,8 +206,9 @@ def run_processes(processes: list[Process], *, settle: float = SETTLE_SECONDS,
         _stop(processes, grace)
 
 
-def _wait(processes: list[Process], forwarded: list[int], settle: float,
-          grace: float) -> Process | None:
+def _wait(
+    processes: list[Process], forwarded: list[int], settle: float, grace: float
+) -> Process | None:
     """Poll until every worker has ended (None: all succeeded) or a failure is final (the
     first process that failed)."""
     workers = [process for process in processes if process.worker]
@@ -226,18 +246,25 @@ def _stop(processes: list[Process], grace: float) -> None:
             process.popen.wait()
 
 
-def launch_processes(engine: Engine, workers: int, argv: list[str], ports: list[int],
-                     logs: Path) -> list[Process]:
+def launch_processes(
+    engine: Engine, workers: int, argv: list[str], ports: list[int], logs: Path
+) -> list[Process]:
     """The processes of a launch on this machine: `workers` copies of `argv` with each one's
     engine variables, and the engine's helpers (MXNet's scheduler and server)."""
     threads = thread_environment(workers)
-    processes = [Process(f"worker {rank}", argv,
-                         {**engine.environment(rank, workers, ports), **threads},
-                         logs / f"worker-{rank}.log")
-                 for rank in range(workers)]
+    processes = [
+        Process(
+            f"worker {rank}",
+            argv,
+            {**engine.environment(rank, workers, ports), **threads},
+            logs / f"worker-{rank}.log",
+        )
+        for rank in range(workers)
+    ]
     for helper in engine.helpers(workers, ports):
-        processes.append(Process(helper.name, helper.argv, helper.env,
-                                 logs / helper.log, worker=False))
+        processes.append(
+            Process(helper.name, helper.argv, helper.env, logs / helper.log, worker=False)
+        )
     return processes
 
 

@@ -10,5 +10,7 @@ import platform
 
 
 def machine_description() -> str:
-    return (f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
-            f"Python {platform.python_version()}")
+    return (
+        f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPU cores, "
+        f"Python {platform.python_version()}"
+    )

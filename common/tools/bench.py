@@ -34,15 +34,14 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from ..report import format_table
-from ..resources import resources
 from ..platform.files import atomic_write
 from ..platform.machine import machine_description
+from ..report import format_table
+from ..resources import resources
 
 WARMUP_STEPS = 2
 GEMM_SIZE = 2048
-HEADERS = ["framework", "mode", "path", "size", "batch", "img/s", "GFLOP/s", "MFU",
-           "loader share"]
+HEADERS = ["framework", "mode", "path", "size", "batch", "img/s", "GFLOP/s", "MFU", "loader share"]
 TRAIN_FLOPS_PER_FORWARD = 3
 ONNX_RUNS = 7
 
@@ -52,15 +51,15 @@ class Row:
     """One measurement; `--json` writes these fields."""
 
     backend: str
-    mode: str            # "train", "infer" or "train-loop" (the real loop on Fashion-MNIST)
+    mode: str  # "train", "infer" or "train-loop" (the real loop on Fashion-MNIST)
     size: int
     batch: int
     img_per_s: float
     gflop_per_s: float
     mfu: float
     peak_gflop_per_s: float
-    baseline: bool       # the book's code path instead of the framework's fast one
-    busy: bool = False   # measured while another process kept both cores busy
+    baseline: bool  # the book's code path instead of the framework's fast one
+    busy: bool = False  # measured while another process kept both cores busy
     loader_share: float | None = None  # train-loop only: time waiting for data / loop time
     device: str = "cpu"
 
@@ -84,7 +83,7 @@ def numpy_gemm_seconds(n: int = GEMM_SIZE, repeats: int = 3) -> float:
 
 def measure_peak(backends: list[str]) -> dict[str, float]:
     """GFLOP/s of the best 2048^3 fp32 matrix product of NumPy and each backend's framework."""
-    flops = 2 * GEMM_SIZE ** 3
+    flops = 2 * GEMM_SIZE**3
     peaks = {"numpy": flops / numpy_gemm_seconds() / 1e9}
     for name in backends:
         peaks[name] = flops / load_backend(name).gemm_seconds(GEMM_SIZE) / 1e9
@@ -108,16 +107,39 @@ def _flops_per_image(size: int) -> float:
     return resources("nin", size, 1).flops
 
 
-def _row(name, mode, size, batch, rate, peak, baseline, busy=False, loader_share=None,
-         device="cpu") -> Row:
-    gflops = (rate * _flops_per_image(size)
-              * (TRAIN_FLOPS_PER_FORWARD if mode != "infer" else 1) / 1e9)
-    return Row(name, mode, size, batch, rate, gflops, gflops / peak, peak, baseline, busy,
-               loader_share, device)
+def _row(
+    name, mode, size, batch, rate, peak, baseline, busy=False, loader_share=None, device="cpu"
+) -> Row:
+    gflops = (
+        rate * _flops_per_image(size) * (TRAIN_FLOPS_PER_FORWARD if mode != "infer" else 1) / 1e9
+    )
+    return Row(
+        name,
+        mode,
+        size,
+        batch,
+        rate,
+        gflops,
+        gflops / peak,
+        peak,
+        baseline,
+        busy,
+        loader_share,
+        device,
+    )
 
 
-def bench_steps(name: str, size: int, batch: int, steps: int, repeats: int, peak: float, *,
-                baseline: bool = False, busy: bool = False) -> list[Row]:
+def bench_steps(
+    name: str,
+    size: int,
+    batch: int,
+    steps: int,
+    repeats: int,
+    peak: float,
+    *,
+    baseline: bool = False,
+    busy: bool = False,
+) -> list[Row]:
     """Training and inference on one synthetic batch, repeated."""
     from ..training import Recipe
 
@@ -129,19 +151,21 @@ def bench_steps(name: str, size: int, batch: int, steps: int, repeats: int, peak
     labels = rng.integers(0, 10, batch).astype(np.int64)
     train = _median_rate(lambda: trainer.train_step(images, labels), batch, steps, repeats)
     infer = _median_rate(lambda: trainer.predict(images), batch, steps, repeats)
-    return [_row(name, "train", size, batch, train, peak, baseline, busy, device=trainer.device),
-            _row(name, "infer", size, batch, infer, peak, baseline, busy, device=trainer.device)]
+    return [
+        _row(name, "train", size, batch, train, peak, baseline, busy, device=trainer.device),
+        _row(name, "infer", size, batch, infer, peak, baseline, busy, device=trainer.device),
+    ]
 
 
-def bench_real_loop(name: str, size: int, batch: int, steps: int, repeats: int,
-                    peak: float) -> Row:
+def bench_real_loop(name: str, size: int, batch: int, steps: int, repeats: int, peak: float) -> Row:
     """The real training loop (:meth:`common.training.Trainer.fit`) on Fashion-MNIST: what
     the loop adds to the step (data, NaN guard, metrics), and the loader's share of it."""
     from .config import PRESETS
 
     backend = load_backend(name)
-    config = PRESETS["quick"].replace(batch_size=batch, size=size, train_limit=batch * steps,
-                                      test_limit=batch, epochs=1)
+    config = PRESETS["quick"].replace(
+        batch_size=batch, size=size, train_limit=batch * steps, test_limit=batch, epochs=1
+    )
     train_data, _ = config.loaders()
     trainer = backend.Trainer(backend.build_nin(config.spec()), config.recipe)
     warm_up, _ = config.replace(train_limit=batch * WARMUP_STEPS).loaders()
@@ -153,8 +177,17 @@ def bench_real_loop(name: str, size: int, batch: int, steps: int, repeats: int,
         seconds = time.perf_counter() - start
         rates.append(batch * steps / seconds)
         shares.append(trainer.data_seconds / seconds)
-    return _row(name, "train-loop", size, batch, statistics.median(rates), peak, False,
-                loader_share=statistics.median(shares), device=trainer.device)
+    return _row(
+        name,
+        "train-loop",
+        size,
+        batch,
+        statistics.median(rates),
+        peak,
+        False,
+        loader_share=statistics.median(shares),
+        device=trainer.device,
+    )
 
 
 def in_fresh_process(function, *args, **kwargs):
@@ -172,8 +205,10 @@ class BusyMachine:
     """Another process keeping every core busy (NumPy matrix products) while it is open."""
 
     def __enter__(self):
-        code = ("import numpy as np\na = np.random.rand(1024, 1024).astype('float32')\n"
-                "while True:\n    a @ a\n")
+        code = (
+            "import numpy as np\na = np.random.rand(1024, 1024).astype('float32')\n"
+            "while True:\n    a @ a\n"
+        )
         self.process = subprocess.Popen([sys.executable, "-c", code])
         time.sleep(1.0)
         return self
@@ -189,13 +224,13 @@ class BenchResult:
     """What one ``nin bench`` measured, on which machine, with which versions."""
 
     rows: list[Row]
-    peaks: dict[str, float]               # GFLOP/s of each library's 2048^3 matrix product
+    peaks: dict[str, float]  # GFLOP/s of each library's 2048^3 matrix product
     backends: list[str]
     steps: int
     repeats: int
-    onnx_table: str | None                # `--onnx`: onnx_bench_table's Markdown table
+    onnx_table: str | None  # `--onnx`: onnx_bench_table's Markdown table
     machine: str
-    versions: dict[str, dict[str, str]]   # per backend, framework_versions
+    versions: dict[str, dict[str, str]]  # per backend, framework_versions
     finished: datetime
 
     @property
@@ -204,15 +239,35 @@ class BenchResult:
         return max(self.peaks.values())
 
 
-def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: int,
-              repeats: int = 3, baseline: bool = False, real_data: bool = False,
-              busy: bool = False, onnx: bool = False, out: str | None = None,
-              json_path: str | None = None, log=print) -> list[Row]:
+def run_bench(
+    backends: list[str],
+    *,
+    sizes: list[int],
+    batch_size: int,
+    steps: int,
+    repeats: int = 3,
+    baseline: bool = False,
+    real_data: bool = False,
+    busy: bool = False,
+    onnx: bool = False,
+    out: str | None = None,
+    json_path: str | None = None,
+    log=print,
+) -> list[Row]:
     """``nin bench``: measure (each row logged as it comes), then write `json_path` and the
     Markdown report `out` (with its chart beside it) if asked; the rows."""
-    result = measure_bench(backends, sizes=sizes, batch_size=batch_size, steps=steps,
-                           repeats=repeats, baseline=baseline, real_data=real_data, busy=busy,
-                           onnx=onnx, log=log)
+    result = measure_bench(
+        backends,
+        sizes=sizes,
+        batch_size=batch_size,
+        steps=steps,
+        repeats=repeats,
+        baseline=baseline,
+        real_data=real_data,
+        busy=busy,
+        onnx=onnx,
+        log=log,
+    )
     if json_path:
         Path(json_path).parent.mkdir(parents=True, exist_ok=True)
         Path(json_path).write_text(render_json(result.rows))
@@ -222,30 +277,71 @@ def run_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: 
     return result.rows
 
 
-def measure_bench(backends: list[str], *, sizes: list[int], batch_size: int, steps: int,
-                  repeats: int = 3, baseline: bool = False, real_data: bool = False,
-                  busy: bool = False, onnx: bool = False, log=print) -> BenchResult:
+def measure_bench(
+    backends: list[str],
+    *,
+    sizes: list[int],
+    batch_size: int,
+    steps: int,
+    repeats: int = 3,
+    baseline: bool = False,
+    real_data: bool = False,
+    busy: bool = False,
+    onnx: bool = False,
+    log=print,
+) -> BenchResult:
     """Every measurement `nin bench`'s flags ask for, logged as it comes."""
     peaks = measure_peak(backends)
-    log("fp32 GEMM peak (2048^3): " + ", ".join(f"{name} {value:.0f} GFLOP/s"
-                                               for name, value in peaks.items()))
-    rows = _measure_rows(backends, sizes, batch_size, steps, repeats, max(peaks.values()),
-                         baseline=baseline, real_data=real_data, busy=busy, log=log)
+    log(
+        "fp32 GEMM peak (2048^3): "
+        + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in peaks.items())
+    )
+    rows = _measure_rows(
+        backends,
+        sizes,
+        batch_size,
+        steps,
+        repeats,
+        max(peaks.values()),
+        baseline=baseline,
+        real_data=real_data,
+        busy=busy,
+        log=log,
+    )
     onnx_table = None
     if onnx:
         from .onnx_bench import onnx_bench_table
 
-        onnx_table = onnx_bench_table(backends, sizes=sizes, batch_size=batch_size,
-                                      runs=onnx_runs(repeats))
+        onnx_table = onnx_bench_table(
+            backends, sizes=sizes, batch_size=batch_size, runs=onnx_runs(repeats)
+        )
         log(onnx_table)
-    return BenchResult(rows, peaks, list(backends), steps, repeats, onnx_table,
-                       machine_description(), {name: framework_versions(name)
-                                               for name in backends}, datetime.now())
+    return BenchResult(
+        rows,
+        peaks,
+        list(backends),
+        steps,
+        repeats,
+        onnx_table,
+        machine_description(),
+        {name: framework_versions(name) for name in backends},
+        datetime.now(),
+    )
 
 
-def _measure_rows(backends: list[str], sizes: list[int], batch_size: int, steps: int,
-                  repeats: int, peak: float, *, baseline: bool, real_data: bool, busy: bool,
-                  log) -> list[Row]:
+def _measure_rows(
+    backends: list[str],
+    sizes: list[int],
+    batch_size: int,
+    steps: int,
+    repeats: int,
+    peak: float,
+    *,
+    baseline: bool,
+    real_data: bool,
+    busy: bool,
+    log,
+) -> list[Row]:
     rows: list[Row] = []
     line = "{:<21} {:<10} {:<18} {:>4} {:>5} {:>8} {:>7} {:>5} {:>12}"
     log(line.format(*HEADERS))
@@ -258,8 +354,11 @@ def _measure_rows(backends: list[str], sizes: list[int], batch_size: int, steps:
     for size in sizes:
         for name in backends:
             if baseline:
-                show(in_fresh_process(bench_steps, name, size, batch_size, steps, repeats, peak,
-                                      baseline=True))
+                show(
+                    in_fresh_process(
+                        bench_steps, name, size, batch_size, steps, repeats, peak, baseline=True
+                    )
+                )
             show(bench_steps(name, size, batch_size, steps, repeats, peak))
             if real_data:
                 show([bench_real_loop(name, size, batch_size, steps, repeats, peak)])
@@ -272,9 +371,17 @@ def _measure_rows(backends: list[str], sizes: list[int], batch_size: int, steps:
 
 def _cells(row: Row) -> list:
     path = "baseline" if row.baseline else ("fast, busy machine" if row.busy else "fast")
-    return [FRAMEWORK_LABELS[row.backend], row.mode, path, row.size, row.batch,
-            round(row.img_per_s, 1), round(row.gflop_per_s), f"{row.mfu:.2f}",
-            "-" if row.loader_share is None else f"{row.loader_share:.1%}"]
+    return [
+        FRAMEWORK_LABELS[row.backend],
+        row.mode,
+        path,
+        row.size,
+        row.batch,
+        round(row.img_per_s, 1),
+        round(row.gflop_per_s),
+        f"{row.mfu:.2f}",
+        "-" if row.loader_share is None else f"{row.loader_share:.1%}",
+    ]
 
 
 def speedups(rows: list[Row]) -> list[list]:
@@ -288,11 +395,16 @@ def speedups(rows: list[Row]) -> list[list]:
         loop = found.get((name, "train-loop", size, False, False))
         infer = found.get((name, "infer", size, False, False))
         quiet_busy = found.get((name, "train", size, False, True))
-        result.append([FRAMEWORK_LABELS[name], size,
-                       f"{row.img_per_s / base.img_per_s:.2f}x" if base else "-",
-                       f"{loop.img_per_s / row.img_per_s:.0%}" if loop else "-",
-                       f"{infer.img_per_s / row.img_per_s:.2f}x" if infer else "-",
-                       f"{quiet_busy.img_per_s / row.img_per_s:.2f}x" if quiet_busy else "-"])
+        result.append(
+            [
+                FRAMEWORK_LABELS[name],
+                size,
+                f"{row.img_per_s / base.img_per_s:.2f}x" if base else "-",
+                f"{loop.img_per_s / row.img_per_s:.0%}" if loop else "-",
+                f"{infer.img_per_s / row.img_per_s:.2f}x" if infer else "-",
+                f"{quiet_busy.img_per_s / row.img_per_s:.2f}x" if quiet_busy else "-",
+            ]
+        )
     return result
 
 
@@ -300,8 +412,10 @@ def speedups(rows: list[Row]) -> list[list]:
 
 # A Markdown file that holds these two lines (docs/benchmarks.md) has only the part between
 # them replaced by a new report; what is written around them by hand is kept.
-BEGIN_MARKER = ("<!-- generated by nin bench: everything from here to the end marker is "
-                "replaced when nin bench --out writes this file -->")
+BEGIN_MARKER = (
+    "<!-- generated by nin bench: everything from here to the end marker is "
+    "replaced when nin bench --out writes this file -->"
+)
 END_MARKER = "<!-- end of what nin bench generated; what follows is written by hand -->"
 
 
@@ -310,12 +424,28 @@ def render_json(rows: list[Row]) -> str:
     return json.dumps([asdict(row) for row in rows], indent=2) + "\n"
 
 
-def write_markdown(path: Path, rows: list[Row], peaks: dict[str, float], backends: list[str],
-                   *, steps: int, repeats: int, onnx_table: str | None = None) -> Path:
+def write_markdown(
+    path: Path,
+    rows: list[Row],
+    peaks: dict[str, float],
+    backends: list[str],
+    *,
+    steps: int,
+    repeats: int,
+    onnx_table: str | None = None,
+) -> Path:
     """The Markdown report of `rows`, measured here now, with its chart beside it."""
-    result = BenchResult(list(rows), dict(peaks), list(backends), steps, repeats, onnx_table,
-                         machine_description(), {name: framework_versions(name)
-                                                 for name in backends}, datetime.now())
+    result = BenchResult(
+        list(rows),
+        dict(peaks),
+        list(backends),
+        steps,
+        repeats,
+        onnx_table,
+        machine_description(),
+        {name: framework_versions(name) for name in backends},
+        datetime.now(),
+    )
     return write_report(result, Path(path))
 
 
@@ -326,8 +456,9 @@ def write_report(result: BenchResult, path: Path) -> Path:
 
     chart = path.with_suffix(".png")
     plot_bench(result.rows, chart)
-    text = splice_generated(path.read_text() if path.is_file() else "",
-                            render_markdown(result, chart.name))
+    text = splice_generated(
+        path.read_text() if path.is_file() else "", render_markdown(result, chart.name)
+    )
     atomic_write(path, lambda temporary: temporary.write_text(text))
     return path
 
@@ -337,48 +468,62 @@ def splice_generated(existing: str, report: str) -> str:
     begin, end = existing.find(BEGIN_MARKER), existing.find(END_MARKER)
     if begin < 0 or end < begin:
         return report
-    return (existing[:begin + len(BEGIN_MARKER)] + "\n" + report.rstrip("\n") + "\n\n"
-            + existing[end:])
+    return (
+        existing[: begin + len(BEGIN_MARKER)] + "\n" + report.rstrip("\n") + "\n\n" + existing[end:]
+    )
 
 
 def render_markdown(result: BenchResult, chart_name: str) -> str:
     """The report: this run's figures, its machine and versions, and how it measured them."""
-    return "\n".join([
-        "# Benchmarks",
-        "",
-        f"Generated by `nin bench` on {result.finished:%Y-%m-%d %H:%M}: {result.machine}; "
-        f"{_versions_text(result)}.",
-        "",
-        f"fp32 peak, the best {GEMM_SIZE}x{GEMM_SIZE} matrix product of each library: "
-        + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in result.peaks.items())
-        + f". MFU below is against the best, {result.peak:.0f} GFLOP/s.",
-        "",
-        f"Each figure is the median of {result.repeats} blocks of {result.steps} timed steps "
-        f"after {WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* "
-        "the book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` "
-        "and eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
-        "*train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, with its loader's "
-        "share of the time.",
-        "",
-        format_table(HEADERS, [_cells(row) for row in result.rows], markdown=True),
-        "",
-        f"![throughput]({chart_name})",
-        "",
-        "## Ratios measured in the same run",
-        "",
-        format_table(["framework", "size", "fast / baseline", "real loop / synthetic step",
-                      "inference / training", "busy / quiet machine"], speedups(result.rows),
-                     markdown=True),
-        "",
-        *_onnx_section(result),
-        *_noise_section(),
-    ])
+    return "\n".join(
+        [
+            "# Benchmarks",
+            "",
+            f"Generated by `nin bench` on {result.finished:%Y-%m-%d %H:%M}: {result.machine}; "
+            f"{_versions_text(result)}.",
+            "",
+            f"fp32 peak, the best {GEMM_SIZE}x{GEMM_SIZE} matrix product of each library: "
+            + ", ".join(f"{name} {value:.0f} GFLOP/s" for name, value in result.peaks.items())
+            + f". MFU below is against the best, {result.peak:.0f} GFLOP/s.",
+            "",
+            f"Each figure is the median of {result.repeats} blocks of {result.steps} timed steps "
+            f"after {WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* "
+            "the book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` "
+            "and eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
+            "*train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, with its loader's "
+            "share of the time.",
+            "",
+            format_table(HEADERS, [_cells(row) for row in result.rows], markdown=True),
+            "",
+            f"![throughput]({chart_name})",
+            "",
+            "## Ratios measured in the same run",
+            "",
+            format_table(
+                [
+                    "framework",
+                    "size",
+                    "fast / baseline",
+                    "real loop / synthetic step",
+                    "inference / training",
+                    "busy / quiet machine",
+                ],
+                speedups(result.rows),
+                markdown=True,
+            ),
+            "",
+            *_onnx_section(result),
+            *_noise_section(),
+        ]
+    )
 
 
 def _versions_text(result: BenchResult) -> str:
-    return "; ".join(f"{FRAMEWORK_LABELS[name]}: " + ", ".join(
-        f"{key} {value}" for key, value in result.versions[name].items())
-        for name in result.backends)
+    return "; ".join(
+        f"{FRAMEWORK_LABELS[name]}: "
+        + ", ".join(f"{key} {value}" for key, value in result.versions[name].items())
+        for name in result.backends
+    )
 
 
 def _onnx_section(result: BenchResult) -> list[str]:

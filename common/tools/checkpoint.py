@@ -30,10 +30,10 @@ from pathlib import Path
 import numpy as np
 
 from ..platform.files import fsync_directory
-from .config import RunConfig
 from ..spec import Spec, spec_from_dict
 from ..training import OptimizerState, TrainingState
 from ..weights import NpzReader, WeightsError, canonical_shapes
+from .config import RunConfig
 
 FORMAT = "nin-checkpoint"
 FORMAT_VERSION = 1
@@ -49,7 +49,7 @@ class CheckpointError(WeightsError):
 
 @dataclass(frozen=True)
 class Checkpoint:
-    path: Path                  # the checkpoint folder
+    path: Path  # the checkpoint folder
     backend: str
     spec: Spec
     config: RunConfig
@@ -59,14 +59,18 @@ class Checkpoint:
     versions: dict
 
     def describe(self) -> str:
-        return (f"{self.backend} checkpoint at epoch {self.state.epoch}, batch "
-                f"{self.state.batch} (step {self.state.step})")
+        return (
+            f"{self.backend} checkpoint at epoch {self.state.epoch}, batch "
+            f"{self.state.batch} (step {self.state.step})"
+        )
 
 
 # -- writing ---------------------------------------------------------------------------------
 
-def save_checkpoint(run_dir: Path, backend, trainer, config: RunConfig,
-                    state: TrainingState) -> Path:
+
+def save_checkpoint(
+    run_dir: Path, backend, trainer, config: RunConfig, state: TrainingState
+) -> Path:
     """Write a checkpoint of `trainer` (a backend Trainer) at `state`; returns its folder."""
     root = Path(run_dir) / DIRECTORY
     root.mkdir(exist_ok=True)
@@ -77,13 +81,18 @@ def save_checkpoint(run_dir: Path, backend, trainer, config: RunConfig,
     try:
         optimizer = trainer.optimizer_state()
         header = {
-            "format": FORMAT, "format_version": FORMAT_VERSION, "backend": backend.BACKEND,
-            "versions": _versions(backend.BACKEND), "spec": trainer.net.spec.to_dict(),
-            "config": config.to_dict(), "state": state.to_dict(),
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "backend": backend.BACKEND,
+            "versions": _versions(backend.BACKEND),
+            "spec": trainer.net.spec.to_dict(),
+            "config": config.to_dict(),
+            "state": state.to_dict(),
             "optimizer": {"name": optimizer.optimizer, "step": optimizer.step},
         }
-        arrays = {f"weights/{key}": value
-                  for key, value in backend.get_weights(trainer.net).items()}
+        arrays = {
+            f"weights/{key}": value for key, value in backend.get_weights(trainer.net).items()
+        }
         for slot, values in optimizer.slots.items():
             arrays.update({f"optimizer/{slot}/{key}": value for key, value in values.items()})
         with open(temporary / STATE_FILE, "wb") as file:
@@ -120,6 +129,7 @@ def _versions(backend_name: str) -> dict:
 
 # -- reading ---------------------------------------------------------------------------------
 
+
 def checkpoint_folders(run_dir: Path) -> list[Path]:
     """Complete checkpoint folders of a run, oldest first (temporary ones are ignored)."""
     root = Path(run_dir) / DIRECTORY
@@ -141,8 +151,10 @@ def latest_checkpoint(run_dir: Path) -> Checkpoint:
             problems.append(str(error))
     if problems:
         raise CheckpointError(f"no usable checkpoint in {run_dir}: {problems[0]}")
-    raise CheckpointError(f"{run_dir} has no checkpoint to resume from (a run writes one "
-                          f"at the end of every epoch and on Ctrl-C)")
+    raise CheckpointError(
+        f"{run_dir} has no checkpoint to resume from (a run writes one "
+        f"at the end of every epoch and on Ctrl-C)"
+    )
 
 
 def load_checkpoint(folder: Path) -> Checkpoint:
@@ -156,17 +168,23 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         if header.get("format") != FORMAT:
             raise CheckpointError(f"{path} is not a NiN checkpoint")
         if header.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{path} has checkpoint format version "
-                                  f"{header.get('format_version')!r}; this nin reads "
-                                  f"version {FORMAT_VERSION}")
+            raise CheckpointError(
+                f"{path} has checkpoint format version "
+                f"{header.get('format_version')!r}; this nin reads "
+                f"version {FORMAT_VERSION}"
+            )
         try:
             spec = spec_from_dict(header["spec"])
             config = RunConfig.from_dict(header["config"]).check()
             state = TrainingState.from_dict(header["state"])
             optimizer_name, step = header["optimizer"]["name"], header["optimizer"]["step"]
             backend = header["backend"]
-            if optimizer_name not in _SLOTS or not isinstance(step, int) or step < 0 \
-                    or not isinstance(backend, str):
+            if (
+                optimizer_name not in _SLOTS
+                or not isinstance(step, int)
+                or step < 0
+                or not isinstance(backend, str)
+            ):
                 raise ValueError("bad optimizer or backend entry")
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             detail = " ".join(str(error).split())[:200] or type(error).__name__
@@ -178,36 +196,64 @@ def load_checkpoint(folder: Path) -> Checkpoint:
             wanted.update({f"optimizer/{slot}/{key}": shape for key, shape in expected.items()})
         missing = sorted(set(wanted) - archive.names)
         if missing:
-            raise CheckpointError(f"{path} is incomplete: {len(missing)} array(s) missing, "
-                                  f"e.g. {missing[0]}")
+            raise CheckpointError(
+                f"{path} is incomplete: {len(missing)} array(s) missing, e.g. {missing[0]}"
+            )
         arrays = {key: archive.array(key, shape) for key, shape in wanted.items()}
     for key, array in arrays.items():
         if not np.isfinite(array).all():
             raise CheckpointError(f"{path}: {key} holds NaN or infinite values")
-    weights = {key.removeprefix("weights/"): value for key, value in arrays.items()
-               if key.startswith("weights/")}
-    moments = {slot: {key.split("/", 2)[2]: value for key, value in arrays.items()
-                      if key.startswith(f"optimizer/{slot}/")} for slot in slots}
+    weights = {
+        key.removeprefix("weights/"): value
+        for key, value in arrays.items()
+        if key.startswith("weights/")
+    }
+    moments = {
+        slot: {
+            key.split("/", 2)[2]: value
+            for key, value in arrays.items()
+            if key.startswith(f"optimizer/{slot}/")
+        }
+        for slot in slots
+    }
     if config.spec().to_dict() != spec.to_dict():
         raise CheckpointError(f"{path}: its config and its spec disagree")
     if state.step != step or config.recipe.optimizer != optimizer_name:
         raise CheckpointError(f"{path}: its position and its optimizer state disagree")
-    return Checkpoint(folder, backend, spec, config, state, weights,
-                      OptimizerState(optimizer_name, step, moments),
-                      dict(header.get("versions") or {}))
+    return Checkpoint(
+        folder,
+        backend,
+        spec,
+        config,
+        state,
+        weights,
+        OptimizerState(optimizer_name, step, moments),
+        dict(header.get("versions") or {}),
+    )
 
 
-def check_resumable(checkpoint: Checkpoint, *, backend: str | None = None,
-                    config: RunConfig | None = None, may_change=()) -> None:
+def check_resumable(
+    checkpoint: Checkpoint,
+    *,
+    backend: str | None = None,
+    config: RunConfig | None = None,
+    may_change=(),
+) -> None:
     """That `checkpoint` continues a run of `backend` and `config`, which may differ from
     the checkpoint's only in the fields `may_change` (one-line CheckpointError otherwise)."""
     if backend is not None and backend != checkpoint.backend:
-        raise CheckpointError(f"{checkpoint.path} is a {checkpoint.backend} checkpoint, not "
-                              f"{backend}'s; continue it in another framework with --out NEW_RUN")
+        raise CheckpointError(
+            f"{checkpoint.path} is a {checkpoint.backend} checkpoint, not "
+            f"{backend}'s; continue it in another framework with --out NEW_RUN"
+        )
     if config is not None:
-        differences = {key: values for key, values in checkpoint.config.differences(config).items()
-                       if key not in may_change}
+        differences = {
+            key: values
+            for key, values in checkpoint.config.differences(config).items()
+            if key not in may_change
+        }
         if differences:
-            said = "; ".join(f"{key} {ours} instead of {theirs}"
-                             for key, (ours, theirs) in differences.items())
+            said = "; ".join(
+                f"{key} {ours} instead of {theirs}" for key, (ours, theirs) in differences.items()
+            )
             raise CheckpointError(f"{checkpoint.path} was made for another run: {said}")

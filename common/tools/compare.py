@@ -10,21 +10,22 @@ Tools layer.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-from . import plots
 from .. import resources
 from ..backends import FRAMEWORK_LABELS, load_backend
 from ..platform.files import atomic_write
+from ..platform.machine import machine_description
+from ..report import accuracy_text, format_table
+from ..training import accuracy
+from . import plots
 from .config import RunConfig
 from .crosscheck import param_rows, shape_rows
-from ..report import accuracy_text, format_table
 from .runs import RunResult, ensure_run
-from ..platform.machine import machine_description
-from ..training import accuracy
 
 MANIFEST = "compare.json"
 
@@ -61,32 +62,67 @@ class CompareResult:
         return max(accuracies) - min(accuracies)
 
 
-def compare(config: RunConfig, backends: list[str], out: Path, *, checkpoint_every=None,
-            stop_requested=None, progress: bool | None = None, log=print) -> Path:
+def compare(
+    config: RunConfig,
+    backends: list[str],
+    out: Path,
+    *,
+    checkpoint_every=None,
+    stop_requested=None,
+    progress: bool | None = None,
+    log=print,
+) -> Path:
     """Train `config` in every backend (same weights, data order and recipe); the report."""
-    result = run_compare(config, backends, out, checkpoint_every=checkpoint_every,
-                         stop_requested=stop_requested, progress=progress, log=log)
+    result = run_compare(
+        config,
+        backends,
+        out,
+        checkpoint_every=checkpoint_every,
+        stop_requested=stop_requested,
+        progress=progress,
+        log=log,
+    )
     return write_compare(result, out)
 
 
-def run_compare(config: RunConfig, backends: list[str], out: Path, *, checkpoint_every=None,
-                stop_requested=None, progress: bool | None = None,
-                log=print) -> CompareResult:
+def run_compare(
+    config: RunConfig,
+    backends: list[str],
+    out: Path,
+    *,
+    checkpoint_every=None,
+    stop_requested=None,
+    progress: bool | None = None,
+    log=print,
+) -> CompareResult:
     """Train (or finish, or read back) `config` in every backend in `out`, and cross-evaluate."""
     train_data, test_data = config.loaders()
     write_manifest(out, config, backends)
     runs: dict[str, RunResult] = {}
     for name in backends:
-        runs[name] = ensure_run(name, config, out / name, loaders=(train_data, test_data),
-                                checkpoint_every=checkpoint_every,
-                                stop_requested=stop_requested, progress=progress, log=log)
-    return CompareResult(config, list(backends), runs,
-                         cross_evaluate(config, backends, runs, test_data),
-                         machine_description(), datetime.now())
+        runs[name] = ensure_run(
+            name,
+            config,
+            out / name,
+            loaders=(train_data, test_data),
+            checkpoint_every=checkpoint_every,
+            stop_requested=stop_requested,
+            progress=progress,
+            log=log,
+        )
+    return CompareResult(
+        config,
+        list(backends),
+        runs,
+        cross_evaluate(config, backends, runs, test_data),
+        machine_description(),
+        datetime.now(),
+    )
 
 
-def cross_evaluate(config: RunConfig, backends: list[str], runs: dict[str, RunResult],
-                   test_data) -> dict[str, dict[str, float]]:
+def cross_evaluate(
+    config: RunConfig, backends: list[str], runs: dict[str, RunResult], test_data
+) -> dict[str, dict[str, float]]:
     """Every trained model, moved through the interchange format, scored by every framework."""
     spec = config.spec()
     cross = {}
@@ -96,17 +132,21 @@ def cross_evaluate(config: RunConfig, backends: list[str], runs: dict[str, RunRe
             backend = load_backend(target)
             net = backend.build_nin(spec)
             backend.import_weights(net, run.directory / "weights.npz")
-            cross[source][target] = accuracy(lambda images: backend.predict_logits(net, images),
-                                             test_data.epoch())
+            cross[source][target] = accuracy(
+                functools.partial(backend.predict_logits, net), test_data.epoch()
+            )
     return cross
 
 
 def write_compare(result: CompareResult, out: Path) -> Path:
     """The parity run's curves.png, report.md and summary.json in `out`; the report's path."""
     config = result.config
-    plots.plot_curves({name: (run.points, run.history) for name, run in result.runs.items()},
-                      out / "curves.png", title=f"{config.spec().describe()} on Fashion-MNIST, "
-                      f"{config.size}x{config.size}, {config.recipe.describe()}")
+    plots.plot_curves(
+        {name: (run.points, run.history) for name, run in result.runs.items()},
+        out / "curves.png",
+        title=f"{config.spec().describe()} on Fashion-MNIST, "
+        f"{config.size}x{config.size}, {config.recipe.describe()}",
+    )
     report = render_markdown(result)
     atomic_write(out / "report.md", lambda temporary: temporary.write_text(report))
     summary = json.dumps(render_summary(result), indent=2) + "\n"
@@ -116,59 +156,86 @@ def write_compare(result: CompareResult, out: Path) -> Path:
 
 def render_summary(result: CompareResult) -> dict:
     """summary.json: the config, the machine, each run's summary and the cross accuracies."""
-    return {"config": result.config.to_dict(), "machine": result.machine,
-            "backends": {name: run.summary for name, run in result.runs.items()},
-            "cross_accuracy": result.cross_accuracy}
+    return {
+        "config": result.config.to_dict(),
+        "machine": result.machine,
+        "backends": {name: run.summary for name, run in result.runs.items()},
+        "cross_accuracy": result.cross_accuracy,
+    }
 
 
 def render_markdown(result: CompareResult) -> str:
     """report.md: what this parity run measured, on this machine, with these versions."""
     config, backends = result.config, result.backends
-    return "\n".join([
-        f"# NiN in {len(backends)} frameworks: parity report",
-        "",
-        f"{result.finished:%Y-%m-%d %H:%M}, {result.machine}.",
-        "",
-        f"{config.describe()}. Every backend starts from the same weights and sees the same "
-        "examples in the same order.",
-        *([""] + [config.head_sentence()] if config.head_sentence() else []),
-        "",
-        "## Results",
-        "",
-        format_table(["framework", "device", "train loss", "train acc", "test acc",
-                      "classes never predicted", "examples/s", "seconds"],
-                     _result_rows(result), markdown=True),
-        "",
-        f"Largest test-accuracy gap between frameworks: {accuracy_text(result.accuracy_gap)}.",
-        "",
-        "![training curves](curves.png)",
-        "",
-        *_cross_section(result),
-        *_architecture_sections(config, backends),
-        "## Versions",
-        "",
-        *[f"- {FRAMEWORK_LABELS[name]}: " + ", ".join(f"{key} {value}" for key, value in
-                                                     run.summary["versions"].items())
-          for name, run in result.runs.items()],
-        "",
-    ])
+    return "\n".join(
+        [
+            f"# NiN in {len(backends)} frameworks: parity report",
+            "",
+            f"{result.finished:%Y-%m-%d %H:%M}, {result.machine}.",
+            "",
+            f"{config.describe()}. Every backend starts from the same weights and sees the same "
+            "examples in the same order.",
+            *([""] + [config.head_sentence()] if config.head_sentence() else []),
+            "",
+            "## Results",
+            "",
+            format_table(
+                [
+                    "framework",
+                    "device",
+                    "train loss",
+                    "train acc",
+                    "test acc",
+                    "classes never predicted",
+                    "examples/s",
+                    "seconds",
+                ],
+                _result_rows(result),
+                markdown=True,
+            ),
+            "",
+            f"Largest test-accuracy gap between frameworks: {accuracy_text(result.accuracy_gap)}.",
+            "",
+            "![training curves](curves.png)",
+            "",
+            *_cross_section(result),
+            *_architecture_sections(config, backends),
+            "## Versions",
+            "",
+            *[
+                f"- {FRAMEWORK_LABELS[name]}: "
+                + ", ".join(f"{key} {value}" for key, value in run.summary["versions"].items())
+                for name, run in result.runs.items()
+            ],
+            "",
+        ]
+    )
 
 
 def _result_rows(result: CompareResult) -> list[list]:
     rows = []
     for name, run in result.runs.items():
         final = run.history[-1]
-        rows.append([FRAMEWORK_LABELS[name], run.summary["device"],
-                     f"{final.train_loss:.4f}", accuracy_text(final.train_accuracy),
-                     accuracy_text(final.test_accuracy),
-                     len(run.summary["classes_never_predicted"]),
-                     round(final.examples_per_second), round(run.summary["train_seconds"], 1)])
+        rows.append(
+            [
+                FRAMEWORK_LABELS[name],
+                run.summary["device"],
+                f"{final.train_loss:.4f}",
+                accuracy_text(final.train_accuracy),
+                accuracy_text(final.test_accuracy),
+                len(run.summary["classes_never_predicted"]),
+                round(final.examples_per_second),
+                round(run.summary["train_seconds"], 1),
+            ]
+        )
     return rows
 
 
 def _cross_section(result: CompareResult) -> list[str]:
-    rows = [[source, *(accuracy_text(scores[target]) for target in result.backends)]
-            for source, scores in result.cross_accuracy.items()]
+    rows = [
+        [source, *(accuracy_text(scores[target]) for target in result.backends)]
+        for source, scores in result.cross_accuracy.items()
+    ]
     return [
         "## Trained in one framework, evaluated in another",
         "",
@@ -188,8 +255,9 @@ def _architecture_sections(config: RunConfig, backends: list[str]) -> list[str]:
     return [
         f"## Layer shapes at {config.size}x{config.size} (NCHW)",
         "",
-        format_table(headers, shape_rows(spec, (1, 1, config.size, config.size), backends),
-                     markdown=True),
+        format_table(
+            headers, shape_rows(spec, (1, 1, config.size, config.size), backends), markdown=True
+        ),
         "",
         "## Parameters",
         "",

@@ -18,8 +18,9 @@ def shape_rows(spec: Spec, input_shape: tuple[int, ...], backends: list[str]) ->
         columns.append(backend.layer_shapes(backend.build_nin(spec), input_shape))
     rows = []
     for index, reference in enumerate(columns[0]):
-        values = [column[index].output_shape if index < len(column) else "missing"
-                  for column in columns]
+        values = [
+            column[index].output_shape if index < len(column) else "missing" for column in columns
+        ]
         names = {column[index].name for column in columns if index < len(column)}
         rows.append([reference.name, *values, len(set(values)) == 1 and len(names) == 1])
     return rows

@@ -5,15 +5,14 @@ Tools layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
 from ..backends import BACKENDS
 from ..data import CLASS_NAMES
 from ..training import EpochMetrics, StepMetrics
-
 
 
 def _color(backend: str) -> str | None:
@@ -39,8 +38,11 @@ def _save(plt, figure, path: str | Path, title: str) -> Path:
     return path
 
 
-def plot_curves(runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetrics]]],
-                path: str | Path, title: str = "") -> Path:
+def plot_curves(
+    runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetrics]]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Train loss and accuracy every few steps (fractional epochs, as the book's animator
     draws them) and test accuracy after each epoch, one line per backend."""
     plt = _pyplot()
@@ -49,12 +51,15 @@ def plot_curves(runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetri
         color = _color(backend)
         epochs = [point.epoch for point in points]
         axes[0].plot(epochs, [point.train_loss for point in points], color=color, label=backend)
-        axes[1].plot(epochs, [point.train_accuracy for point in points], color=color,
-                     label=backend)
+        axes[1].plot(epochs, [point.train_accuracy for point in points], color=color, label=backend)
         scored = [metrics for metrics in history if metrics.test_accuracy is not None]
-        axes[2].plot([metrics.epoch for metrics in scored],
-                     [metrics.test_accuracy for metrics in scored], marker="o", color=color,
-                     label=backend)
+        axes[2].plot(
+            [metrics.epoch for metrics in scored],
+            [metrics.test_accuracy for metrics in scored],
+            marker="o",
+            color=color,
+            label=backend,
+        )
     for axis, label in zip(axes, ("train loss", "train accuracy", "test accuracy")):
         axis.set_xlabel("epoch")
         axis.set_title(label)
@@ -64,33 +69,44 @@ def plot_curves(runs: dict[str, tuple[Sequence[StepMetrics], Sequence[EpochMetri
     return _save(plt, figure, path, title)
 
 
-def plot_predictions(images: np.ndarray, labels: np.ndarray, predicted: np.ndarray,
-                     path: str | Path, title: str = "") -> Path:
+def plot_predictions(
+    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: str | Path, title: str = ""
+) -> Path:
     """A grid of (N, H, W) images titled 'true / predicted' (wrong ones in red), like d2l's
     predict_ch3."""
     plt = _pyplot()
     count = len(images)
     columns = min(count, 10)
     rows = -(-count // columns)
-    figure, axes = plt.subplots(rows, columns, figsize=(1.5 * columns, 1.8 * rows),
-                                squeeze=False, constrained_layout=True)
+    figure, axes = plt.subplots(
+        rows, columns, figsize=(1.5 * columns, 1.8 * rows), squeeze=False, constrained_layout=True
+    )
     for index, axis in enumerate(axes.flat):
         axis.axis("off")
         if index >= count:
             continue
         axis.imshow(images[index], cmap="gray")
         right = labels[index] == predicted[index]
-        axis.set_title(f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}",
-                       fontsize=7, color="black" if right else "red")
+        axis.set_title(
+            f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}",
+            fontsize=7,
+            color="black" if right else "red",
+        )
     return _save(plt, figure, path, title)
 
 
-def plot_sweep(accuracies: dict[tuple[str, str], np.ndarray], variants: Sequence[str],
-               backends: Sequence[str], path: str | Path, title: str = "") -> Path:
+def plot_sweep(
+    accuracies: dict[tuple[str, str], np.ndarray],
+    variants: Sequence[str],
+    backends: Sequence[str],
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Test accuracy of every seed as a dot, per (variant, backend), with the mean as a bar."""
     plt = _pyplot()
-    figure, axis = plt.subplots(figsize=(max(5.0, 1.1 * len(variants) * len(backends) + 1.5), 4),
-                                constrained_layout=True)
+    figure, axis = plt.subplots(
+        figsize=(max(5.0, 1.1 * len(variants) * len(backends) + 1.5), 4), constrained_layout=True
+    )
     positions, labels = [], []
     for group, variant in enumerate(variants):
         for index, backend in enumerate(backends):
@@ -116,21 +132,40 @@ def plot_bench(rows, path: str | Path, title: str = "") -> Path:
     rows = [row for row in rows if not row.busy]
     sizes = sorted({row.size for row in rows})
     backends = list(dict.fromkeys(row.backend for row in rows))
-    kinds = [("train", True, "train, baseline"), ("train", False, "train, fast"),
-             ("train-loop", False, "real loop"), ("infer", True, "infer, baseline"),
-             ("infer", False, "infer, fast")]
+    kinds = [
+        ("train", True, "train, baseline"),
+        ("train", False, "train, fast"),
+        ("train-loop", False, "real loop"),
+        ("infer", True, "infer, baseline"),
+        ("infer", False, "infer, fast"),
+    ]
     kinds = [kind for kind in kinds if any((row.mode, row.baseline) == kind[:2] for row in rows)]
-    figure, axes = plt.subplots(1, len(sizes), figsize=(5.5 * len(sizes), 3.8), squeeze=False,
-                                constrained_layout=True)
+    figure, axes = plt.subplots(
+        1, len(sizes), figsize=(5.5 * len(sizes), 3.8), squeeze=False, constrained_layout=True
+    )
     width = 0.8 / len(kinds)
     for axis, size in zip(axes[0], sizes):
         for index, (mode, baseline, label) in enumerate(kinds):
-            values = [next((row.img_per_s for row in rows if (row.backend, row.mode, row.size,
-                           row.baseline) == (name, mode, size, baseline)), 0.0)
-                      for name in backends]
-            axis.bar(np.arange(len(backends)) + (index - (len(kinds) - 1) / 2) * width, values,
-                     width, label=label, hatch="//" if baseline else None,
-                     color=plt.cm.tab10(index))
+            values = [
+                next(
+                    (
+                        row.img_per_s
+                        for row in rows
+                        if (row.backend, row.mode, row.size, row.baseline)
+                        == (name, mode, size, baseline)
+                    ),
+                    0.0,
+                )
+                for name in backends
+            ]
+            axis.bar(
+                np.arange(len(backends)) + (index - (len(kinds) - 1) / 2) * width,
+                values,
+                width,
+                label=label,
+                hatch="//" if baseline else None,
+                color=plt.cm.tab10(index),
+            )
         axis.set_xticks(np.arange(len(backends)), backends)
         axis.set_title(f"{size}x{size}, batch {rows[0].batch}")
         axis.set_ylabel("images / s")
@@ -139,21 +174,29 @@ def plot_bench(rows, path: str | Path, title: str = "") -> Path:
     return _save(plt, figure, path, title or "NiN throughput (higher is better)")
 
 
-def plot_plateau(curves: dict[tuple[str, str, int], list[tuple[int, int, float]]],
-                 path: str | Path, title: str = "") -> Path:
+def plot_plateau(
+    curves: dict[tuple[str, str, int], list[tuple[int, int, float]]],
+    path: str | Path,
+    title: str = "",
+) -> Path:
     """Live class maps and training loss over the first steps, one line per
     (recipe, backend, seed): the book's head losing classes, and the 2.303 plateau."""
     plt = _pyplot()
     recipes = list(dict.fromkeys(recipe for recipe, _, _ in curves))
-    figure, axes = plt.subplots(2, len(recipes), figsize=(5.5 * len(recipes), 6.4),
-                                squeeze=False, sharex=True, constrained_layout=True)
+    figure, axes = plt.subplots(
+        2,
+        len(recipes),
+        figsize=(5.5 * len(recipes), 6.4),
+        squeeze=False,
+        sharex=True,
+        constrained_layout=True,
+    )
     for column, recipe in enumerate(recipes):
         for (label, backend, seed), curve in curves.items():
             if label != recipe:
                 continue
             steps, live, loss = zip(*curve)
-            style = dict(color=_color(backend), alpha=0.75, lw=1.2,
-                         label=f"{backend} seed {seed}")
+            style = dict(color=_color(backend), alpha=0.75, lw=1.2, label=f"{backend} seed {seed}")
             axes[0][column].plot(steps, live, **style)
             axes[1][column].plot(steps, loss, **style)
         axes[0][column].set_title(f"book's head, {recipe}")

@@ -15,21 +15,21 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from . import plots
 from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
-from .checkpoint import DIRECTORY, Checkpoint, save_checkpoint
+from ..data import CLASS_NAMES, DataLoader
 from ..platform.files import atomic_write
 from ..platform.machine import machine_description
-from .config import RunConfig
-from ..data import CLASS_NAMES, DataLoader
 from ..training import EpochMetrics, StepMetrics, TrainingState, predict_classes
+from . import plots
+from .checkpoint import DIRECTORY, Checkpoint, save_checkpoint
+from .config import RunConfig
 
 SUMMARY = "summary.json"
 CONFIG = "config.json"
@@ -53,10 +53,12 @@ def check_new_run_dir(out: str | Path, parameters: int = 0) -> Path:
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(entry.name != LOGS and not entry.name.startswith(PROBE_PREFIX)
-                            for entry in out.iterdir()):
-        raise ValueError(f"{out} already exists and is not empty; choose another --out "
-                         "(nothing is overwritten)")
+    if out.is_dir() and any(
+        entry.name != LOGS and not entry.name.startswith(PROBE_PREFIX) for entry in out.iterdir()
+    ):
+        raise ValueError(
+            f"{out} already exists and is not empty; choose another --out (nothing is overwritten)"
+        )
     check_writable_parent(out / "summary.json", RUN_BYTES_PER_PARAMETER * parameters)
     return out
 
@@ -83,12 +85,15 @@ def check_writable_parent(path: Path, needed_bytes: int = 0) -> None:
         os.close(descriptor)
         os.unlink(probe)
     except OSError as error:
-        raise ValueError(f"cannot create {path}: {ancestor} is not writable "
-                         f"({error.strerror})") from None
+        raise ValueError(
+            f"cannot create {path}: {ancestor} is not writable ({error.strerror})"
+        ) from None
     free = shutil.disk_usage(ancestor).free
     if free < needed_bytes:
-        raise ValueError(f"cannot create {path}: {ancestor} has {free / 2**20:.0f} MiB free, "
-                         f"a run needs about {needed_bytes / 2**20:.0f} MiB")
+        raise ValueError(
+            f"cannot create {path}: {ancestor} has {free / 2**20:.0f} MiB free, "
+            f"a run needs about {needed_bytes / 2**20:.0f} MiB"
+        )
 
 
 @dataclass(frozen=True)
@@ -111,17 +116,16 @@ class TestScores:
     """The trained network on every test image it was scored on."""
 
     accuracy: float
-    per_class: list[float]       # accuracy on each class's images, in CLASS_NAMES order
-    never_predicted: list[str]   # the classes it predicted for no image
+    per_class: list[float]  # accuracy on each class's images, in CLASS_NAMES order
+    never_predicted: list[str]  # the classes it predicted for no image
 
 
 def score_predictions(predicted: np.ndarray, labels: np.ndarray) -> TestScores:
     return TestScores(
         float((predicted == labels).mean()),
-        [float((predicted[labels == label] == label).mean())
-         for label in range(len(CLASS_NAMES))],
-        [CLASS_NAMES[label] for label in range(len(CLASS_NAMES))
-         if not np.any(predicted == label)])
+        [float((predicted[labels == label] == label).mean()) for label in range(len(CLASS_NAMES))],
+        [CLASS_NAMES[label] for label in range(len(CLASS_NAMES)) if not np.any(predicted == label)],
+    )
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -157,13 +161,20 @@ def _interleave(state: TrainingState) -> list[dict]:
     return records
 
 
-def train_run(backend_name: str, config: RunConfig, out: Path, *,
-              resume: Checkpoint | None = None,
-              loaders: tuple[DataLoader, DataLoader] | None = None,
-              checkpoint_every: int | None = None,
-              stop_requested: Callable[[], str | None] | None = None,
-              keep_checkpoint: bool = True,
-              progress: bool | None = None, log=print, group=None) -> RunResult:
+def train_run(
+    backend_name: str,
+    config: RunConfig,
+    out: Path,
+    *,
+    resume: Checkpoint | None = None,
+    loaders: tuple[DataLoader, DataLoader] | None = None,
+    checkpoint_every: int | None = None,
+    stop_requested: Callable[[], str | None] | None = None,
+    keep_checkpoint: bool = True,
+    progress: bool | None = None,
+    log=print,
+    group=None,
+) -> RunResult:
     """Train one backend as `config` says in the run folder `out`, or continue `resume`.
 
     A checkpoint is written after every epoch, every `checkpoint_every` steps and before a
@@ -188,23 +199,49 @@ def train_run(backend_name: str, config: RunConfig, out: Path, *,
 
     start = time.perf_counter()
     history = trainer.fit(
-        train_data, test_data, epochs=config.epochs, progress=progress, state=state,
+        train_data,
+        test_data,
+        epochs=config.epochs,
+        progress=progress,
+        state=state,
         checkpoint=lambda current: save_checkpoint(out, backend, trainer, config, current),
-        checkpoint_every=checkpoint_every, stop_requested=stop_requested,
-        on_point=lambda point: _append_record(metrics_path, point.to_dict()), on_epoch=on_epoch)
+        checkpoint_every=checkpoint_every,
+        stop_requested=stop_requested,
+        on_point=lambda point: _append_record(metrics_path, point.to_dict()),
+        on_epoch=on_epoch,
+    )
     seconds = time.perf_counter() - start + (resume.state.epoch_seconds if resume else 0.0)
     points = trainer.state.points
     scores = score_predictions(*_final_predictions(trainer, test_data))
-    result = _finish_run_folder(out, backend_name, config, backend, net, trainer.device,
-                                history, points, scores, seconds, resumed=resume is not None,
-                                workers=group.size if group else 1)
+    result = _finish_run_folder(
+        out,
+        backend_name,
+        config,
+        backend,
+        net,
+        trainer.device,
+        history,
+        points,
+        scores,
+        seconds,
+        resumed=resume is not None,
+        workers=group.size if group else 1,
+    )
     if not keep_checkpoint:
         shutil.rmtree(out / DIRECTORY, ignore_errors=True)
     return result
 
 
-def _open_run_folder(out: Path, backend_name: str, config: RunConfig, backend, net, trainer,
-                     resume: Checkpoint | None, log) -> TrainingState | None:
+def _open_run_folder(
+    out: Path,
+    backend_name: str,
+    config: RunConfig,
+    backend,
+    net,
+    trainer,
+    resume: Checkpoint | None,
+    log,
+) -> TrainingState | None:
     """Create `out` with its config.json and metrics.jsonl (cut back to `resume`'s state, whose
     weights and optimizer state `net` and `trainer` take); the state to continue from."""
     out.mkdir(parents=True, exist_ok=True)
@@ -228,9 +265,11 @@ def _append_record(path: Path, record: dict) -> None:
 
 def epoch_line(backend_name: str, metrics: EpochMetrics) -> str:
     """The log line of a finished epoch."""
-    return (f"  {backend_name:6} epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
-            f"train acc {metrics.train_accuracy:.4f}, test acc {metrics.test_accuracy:.4f}, "
-            f"{metrics.examples_per_second:.0f} examples/s")
+    return (
+        f"  {backend_name:6} epoch {metrics.epoch}: loss {metrics.train_loss:.4f}, "
+        f"train acc {metrics.train_accuracy:.4f}, test acc {metrics.test_accuracy:.4f}, "
+        f"{metrics.examples_per_second:.0f} examples/s"
+    )
 
 
 def _final_predictions(trainer, test_data: DataLoader) -> tuple[np.ndarray, np.ndarray]:
@@ -241,26 +280,60 @@ def _final_predictions(trainer, test_data: DataLoader) -> tuple[np.ndarray, np.n
     return predict_classes(trainer.predict, test_data.epoch())
 
 
-def _finish_run_folder(out: Path, backend_name: str, config: RunConfig, backend, net,
-                       device: str, history: list[EpochMetrics], points: list[StepMetrics],
-                       scores: TestScores, seconds: float, *, resumed: bool,
-                       workers: int) -> RunResult:
+def _finish_run_folder(
+    out: Path,
+    backend_name: str,
+    config: RunConfig,
+    backend,
+    net,
+    device: str,
+    history: list[EpochMetrics],
+    points: list[StepMetrics],
+    scores: TestScores,
+    seconds: float,
+    *,
+    resumed: bool,
+    workers: int,
+) -> RunResult:
     """Write a trained run's weights, curves and summary.json into `out`; its result."""
-    backend.export_weights(net, out / "weights.npz",
-                           input={"size": config.size, "standardize": config.recipe.standardize})
+    backend.export_weights(
+        net,
+        out / "weights.npz",
+        input={"size": config.size, "standardize": config.recipe.standardize},
+    )
     native = backend.save_native(net, out / f"model{backend.NATIVE_SUFFIX}")
-    plots.plot_curves({backend_name: (points, history)}, out / "curves.png",
-                      title=f"{config.spec().describe()} in {FRAMEWORK_LABELS[backend_name]}")
-    summary = run_summary(backend_name, config, device=device, workers=workers,
-                          history=history, scores=scores, train_seconds=seconds,
-                          resumed=resumed, native_weights=native.name)
+    plots.plot_curves(
+        {backend_name: (points, history)},
+        out / "curves.png",
+        title=f"{config.spec().describe()} in {FRAMEWORK_LABELS[backend_name]}",
+    )
+    summary = run_summary(
+        backend_name,
+        config,
+        device=device,
+        workers=workers,
+        history=history,
+        scores=scores,
+        train_seconds=seconds,
+        resumed=resumed,
+        native_weights=native.name,
+    )
     _write_json(out / SUMMARY, summary)
     return RunResult(backend_name, net, history, points, summary, out)
 
 
-def run_summary(backend_name: str, config: RunConfig, *, device: str, workers: int,
-                history: list[EpochMetrics], scores: TestScores, train_seconds: float,
-                resumed: bool, native_weights: str) -> dict:
+def run_summary(
+    backend_name: str,
+    config: RunConfig,
+    *,
+    device: str,
+    workers: int,
+    history: list[EpochMetrics],
+    scores: TestScores,
+    train_seconds: float,
+    resumed: bool,
+    native_weights: str,
+) -> dict:
     """A run's summary.json: what it trained, where, and how it scored on the test images."""
     return {
         "backend": backend_name,
@@ -311,7 +384,8 @@ def load_result(run_dir: Path) -> RunResult:
         record = json.loads(line)
         kind = record.pop("kind")
         (history if kind == "epoch" else points).append(
-            EpochMetrics(**record) if kind == "epoch" else StepMetrics(**record))
+            EpochMetrics(**record) if kind == "epoch" else StepMetrics(**record)
+        )
     return RunResult(summary["backend"], None, history, points, summary, run_dir)
 
 
@@ -324,8 +398,9 @@ def ensure_run(backend_name: str, config: RunConfig, out: Path, **options) -> Ru
     out = Path(out)
     finished = read_summary(out)
     if finished is not None:
-        if finished.get("backend") != backend_name or \
-                RunConfig.from_dict(finished["config"]).differences(config):
+        if finished.get("backend") != backend_name or RunConfig.from_dict(
+            finished["config"]
+        ).differences(config):
             raise ValueError(f"{out} holds a finished run of other settings; use another folder")
         return load_result(out)
     if checkpoint_folders(out):

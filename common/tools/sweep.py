@@ -20,12 +20,12 @@ from pathlib import Path
 import numpy as np
 
 from ..backends import FRAMEWORK_LABELS, framework_versions
-from ..platform.files import atomic_write
-from .config import RunConfig
 from ..data import CLASS_NAMES
-from ..report import accuracy_text, format_table
-from .runs import ensure_run
+from ..platform.files import atomic_write
 from ..platform.machine import machine_description
+from ..report import accuracy_text, format_table
+from .config import RunConfig
+from .runs import ensure_run
 
 MANIFEST = "sweep.json"
 BOOTSTRAP_SAMPLES = 10_000
@@ -64,9 +64,13 @@ def run_folder(out: Path, variant: Variant, backend: str, seed: int) -> Path:
 
 
 def _manifest(variants: list[Variant], backends: list[str], seeds: list[int]) -> dict:
-    return {"variants": {variant.label: variant.config.replace(data_dir=None).to_dict()
-                         for variant in variants},
-            "backends": backends, "seeds": seeds}
+    return {
+        "variants": {
+            variant.label: variant.config.replace(data_dir=None).to_dict() for variant in variants
+        },
+        "backends": backends,
+        "seeds": seeds,
+    }
 
 
 def _read_manifest(out: Path) -> dict | None:
@@ -81,8 +85,9 @@ def _read_manifest(out: Path) -> dict | None:
         raise ValueError(f"{path} is unreadable ({error}); choose another --out") from None
 
 
-def check_manifest(out: Path, variants: list[Variant], backends: list[str],
-                   seeds: list[int]) -> dict:
+def check_manifest(
+    out: Path, variants: list[Variant], backends: list[str], seeds: list[int]
+) -> dict:
     """A folder with a sweep.json continues the same sweep, or extends it with more seeds,
     backends or variants; a variant with other settings is a one-line error. Returns the
     folder's manifest ({} for a new sweep)."""
@@ -90,14 +95,17 @@ def check_manifest(out: Path, variants: list[Variant], backends: list[str],
     wanted = _manifest(variants, backends, seeds)["variants"]
     for label, config in existing.get("variants", {}).items():
         if label in wanted and wanted[label] != config:
-            raise ValueError(f"{out} holds a sweep with other settings for {label!r} "
-                             f"({MANIFEST}); give the same flags to continue or extend it, "
-                             "or choose another --out")
+            raise ValueError(
+                f"{out} holds a sweep with other settings for {label!r} "
+                f"({MANIFEST}); give the same flags to continue or extend it, "
+                "or choose another --out"
+            )
     return existing
 
 
-def _merged_manifest(existing: dict, variants: list[Variant], backends: list[str],
-                     seeds: list[int]) -> dict:
+def _merged_manifest(
+    existing: dict, variants: list[Variant], backends: list[str], seeds: list[int]
+) -> dict:
     """Everything the folder's sweeps have asked for, old (`existing`) and new."""
     merged = _manifest(variants, backends, seeds)
     merged["variants"] = {**existing.get("variants", {}), **merged["variants"]}
@@ -106,17 +114,34 @@ def _merged_manifest(existing: dict, variants: list[Variant], backends: list[str
     return merged
 
 
-def run_sweep(variants: list[Variant], backends: list[str], seeds: list[int], out: Path, *,
-              title: str = "Seed sweep", stop_requested=None, progress: bool | None = None,
-              log=print) -> Path:
+def run_sweep(
+    variants: list[Variant],
+    backends: list[str],
+    seeds: list[int],
+    out: Path,
+    *,
+    title: str = "Seed sweep",
+    stop_requested=None,
+    progress: bool | None = None,
+    log=print,
+) -> Path:
     """Train every (variant, backend, seed) not yet done in `out`; write and return the report."""
-    train_sweep(variants, backends, seeds, out, stop_requested=stop_requested,
-                progress=progress, log=log)
+    train_sweep(
+        variants, backends, seeds, out, stop_requested=stop_requested, progress=progress, log=log
+    )
     return write_report(out, variants, backends, seeds, title=title)
 
 
-def train_sweep(variants: list[Variant], backends: list[str], seeds: list[int], out: Path, *,
-                stop_requested=None, progress: bool | None = None, log=print) -> None:
+def train_sweep(
+    variants: list[Variant],
+    backends: list[str],
+    seeds: list[int],
+    out: Path,
+    *,
+    stop_requested=None,
+    progress: bool | None = None,
+    log=print,
+) -> None:
     """Train every (variant, backend, seed) not yet done in `out` (seed-major order)."""
     out = Path(out)
     existing = check_manifest(out, variants, backends, seeds)
@@ -133,19 +158,26 @@ def train_sweep(variants: list[Variant], backends: list[str], seeds: list[int], 
                 log(f"[{done}/{total}] {variant.label} {backend} seed {seed}")
                 # A finished run keeps its weights and metrics; its checkpoint (24 MB of
                 # weights and moments) would only multiply the sweep's size.
-                ensure_run(backend, config, run_folder(out, variant, backend, seed),
-                           stop_requested=stop_requested, keep_checkpoint=False,
-                           progress=progress, log=log)
+                ensure_run(
+                    backend,
+                    config,
+                    run_folder(out, variant, backend, seed),
+                    stop_requested=stop_requested,
+                    keep_checkpoint=False,
+                    progress=progress,
+                    log=log,
+                )
 
 
 # -- statistics --------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class CellStats:
     """Test accuracy of one (variant, backend) over seeds."""
 
-    accuracies: np.ndarray      # per seed, in seed order
-    per_class: np.ndarray       # (seeds, classes)
+    accuracies: np.ndarray  # per seed, in seed order
+    per_class: np.ndarray  # (seeds, classes)
     never_predicted: list[int]  # per seed: classes never predicted
     seconds: np.ndarray
 
@@ -165,14 +197,17 @@ class CellStats:
 
 
 def cell_stats(summaries: list[dict]) -> CellStats:
-    return CellStats(np.array([summary["test_accuracy"] for summary in summaries]),
-                     np.array([summary["per_class_accuracy"] for summary in summaries]),
-                     [len(summary["classes_never_predicted"]) for summary in summaries],
-                     np.array([summary["train_seconds"] for summary in summaries]))
+    return CellStats(
+        np.array([summary["test_accuracy"] for summary in summaries]),
+        np.array([summary["per_class_accuracy"] for summary in summaries]),
+        [len(summary["classes_never_predicted"]) for summary in summaries],
+        np.array([summary["train_seconds"] for summary in summaries]),
+    )
 
 
-def paired_difference(a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95,
-                      seed: int = 0) -> tuple[float, float, float]:
+def paired_difference(
+    a: np.ndarray, b: np.ndarray, *, confidence: float = 0.95, seed: int = 0
+) -> tuple[float, float, float]:
     """(mean of a - b, low, high): a percentile bootstrap interval over the paired seeds.
 
     Paired because the same seed is the same initial weights and data order in every
@@ -194,14 +229,18 @@ def verdict(mean: float, low: float, high: float, spread: float) -> str:
         return "one seed only: no interval"
     if low <= 0 <= high:
         return f"no: the interval holds 0, and the seeds' own spread is {accuracy_text(spread)}"
-    return (f"yes: the whole interval lies {'above' if low > 0 else 'below'} 0 "
-            f"(seed spread {accuracy_text(spread)})")
+    return (
+        f"yes: the whole interval lies {'above' if low > 0 else 'below'} 0 "
+        f"(seed spread {accuracy_text(spread)})"
+    )
 
 
 # -- the report --------------------------------------------------------------------------------
 
-def collect(out: Path, variants: list[Variant], backends: list[str],
-            seeds: list[int]) -> dict[tuple[str, str], list[dict]]:
+
+def collect(
+    out: Path, variants: list[Variant], backends: list[str], seeds: list[int]
+) -> dict[tuple[str, str], list[dict]]:
     """{(variant, backend): summaries of the finished runs, in seed order}."""
     from .runs import read_summary
 
@@ -222,9 +261,9 @@ class PairedDifference:
     first: str
     second: str
     mean: float
-    low: float      # the 95% bootstrap interval; nan with one seed
+    low: float  # the 95% bootstrap interval; nan with one seed
     high: float
-    spread: float   # the two cells' mean standard deviation over seeds
+    spread: float  # the two cells' mean standard deviation over seeds
 
     def interval_text(self) -> str:
         return f"{self.low:+.4f} to {self.high:+.4f}" if not np.isnan(self.low) else "-"
@@ -237,56 +276,86 @@ class SweepResult:
     variants: list[Variant]
     backends: list[str]
     seeds: list[int]
-    stats: dict[tuple[str, str], CellStats]   # {(variant, backend): its finished runs}
+    stats: dict[tuple[str, str], CellStats]  # {(variant, backend): its finished runs}
     framework_differences: list[PairedDifference]  # each pair of backends, per variant
-    variant_differences: list[PairedDifference]    # the first variant against each other
+    variant_differences: list[PairedDifference]  # the first variant against each other
     machine: str
-    versions: dict[str, dict[str, str]]       # per backend, framework_versions
+    versions: dict[str, dict[str, str]]  # per backend, framework_versions
     finished: datetime
 
 
-def write_report(out: Path, variants: list[Variant], backends: list[str], seeds: list[int],
-                 *, title: str = "Seed sweep") -> Path:
+def write_report(
+    out: Path,
+    variants: list[Variant],
+    backends: list[str],
+    seeds: list[int],
+    *,
+    title: str = "Seed sweep",
+) -> Path:
     """report.md, accuracy.png and summary.json of the finished runs in `out`; the report."""
     return write_sweep(read_sweep(out, variants, backends, seeds), out, title=title)
 
 
-def read_sweep(out: Path, variants: list[Variant], backends: list[str],
-               seeds: list[int]) -> SweepResult:
+def read_sweep(
+    out: Path, variants: list[Variant], backends: list[str], seeds: list[int]
+) -> SweepResult:
     """The statistics of the finished runs in `out`."""
     found = collect(out, variants, backends, seeds)
     stats = {key: cell_stats(summaries) for key, summaries in found.items() if summaries}
-    frameworks = [_difference(stats, variant.label, (variant.label, first),
-                              (variant.label, second), first, second)
-                  for variant in variants
-                  for index, first in enumerate(backends) for second in backends[index + 1:]]
-    others = [_difference(stats, backend, (variants[0].label, backend), (other.label, backend),
-                          variants[0].label, other.label)
-              for other in variants[1:] for backend in backends]
-    return SweepResult(list(variants), list(backends), list(seeds), stats,
-                       [item for item in frameworks if item], [item for item in others if item],
-                       machine_description(), {name: framework_versions(name)
-                                               for name in backends}, datetime.now())
+    frameworks = [
+        _difference(
+            stats, variant.label, (variant.label, first), (variant.label, second), first, second
+        )
+        for variant in variants
+        for index, first in enumerate(backends)
+        for second in backends[index + 1 :]
+    ]
+    others = [
+        _difference(
+            stats,
+            backend,
+            (variants[0].label, backend),
+            (other.label, backend),
+            variants[0].label,
+            other.label,
+        )
+        for other in variants[1:]
+        for backend in backends
+    ]
+    return SweepResult(
+        list(variants),
+        list(backends),
+        list(seeds),
+        stats,
+        [item for item in frameworks if item],
+        [item for item in others if item],
+        machine_description(),
+        {name: framework_versions(name) for name in backends},
+        datetime.now(),
+    )
 
 
-def _difference(stats: dict, within: str, first_key: tuple, second_key: tuple, first: str,
-                second: str) -> PairedDifference | None:
+def _difference(
+    stats: dict, within: str, first_key: tuple, second_key: tuple, first: str, second: str
+) -> PairedDifference | None:
     """`first` − `second`, or None unless both cells have runs for the same seeds."""
     a, b = stats.get(first_key), stats.get(second_key)
     if a is None or b is None or len(a.accuracies) != len(b.accuracies):
         return None
     mean, low, high = paired_difference(a.accuracies, b.accuracies)
-    return PairedDifference(within, first, second, mean, low, high,
-                            float(np.mean([a.std, b.std])))
+    return PairedDifference(within, first, second, mean, low, high, float(np.mean([a.std, b.std])))
 
 
 def write_sweep(result: SweepResult, out: Path, *, title: str = "Seed sweep") -> Path:
     """The sweep's report.md, accuracy.png and summary.json in `out`; the report's path."""
     from . import plots
 
-    plots.plot_sweep({key: cell.accuracies for key, cell in result.stats.items()},
-                     [variant.label for variant in result.variants], result.backends,
-                     out / "accuracy.png")
+    plots.plot_sweep(
+        {key: cell.accuracies for key, cell in result.stats.items()},
+        [variant.label for variant in result.variants],
+        result.backends,
+        out / "accuracy.png",
+    )
     report = render_markdown(result, title=title)
     atomic_write(out / "report.md", lambda temporary: temporary.write_text(report))
     summary = json.dumps(render_summary(result), indent=2) + "\n"
@@ -296,28 +365,47 @@ def write_sweep(result: SweepResult, out: Path, *, title: str = "Seed sweep") ->
 
 def render_summary(result: SweepResult) -> dict:
     """summary.json: each cell's accuracies per seed, their mean and spread."""
-    return {"variants": [variant.label for variant in result.variants],
-            "backends": result.backends, "seeds": result.seeds,
-            "cells": {f"{label}/{backend}": {"accuracies": cell.accuracies.tolist(),
-                                             "mean": cell.mean, "std": cell.std,
-                                             "never_predicted": cell.never_predicted}
-                      for (label, backend), cell in result.stats.items()}}
+    return {
+        "variants": [variant.label for variant in result.variants],
+        "backends": result.backends,
+        "seeds": result.seeds,
+        "cells": {
+            f"{label}/{backend}": {
+                "accuracies": cell.accuracies.tolist(),
+                "mean": cell.mean,
+                "std": cell.std,
+                "never_predicted": cell.never_predicted,
+            }
+            for (label, backend), cell in result.stats.items()
+        },
+    }
 
 
 def render_markdown(result: SweepResult, *, title: str = "Seed sweep") -> str:
     """report.md: what this sweep's runs measured, on this machine, with these versions."""
-    lines = [f"# {title}", "",
-             f"{result.finished:%Y-%m-%d %H:%M}, {result.machine}; "
-             + "; ".join(f"{FRAMEWORK_LABELS[name]}: " + ", ".join(
-                 f"{key} {value}" for key, value in result.versions[name].items())
-                 for name in result.backends) + ".", ""]
+    lines = [
+        f"# {title}",
+        "",
+        f"{result.finished:%Y-%m-%d %H:%M}, {result.machine}; "
+        + "; ".join(
+            f"{FRAMEWORK_LABELS[name]}: "
+            + ", ".join(f"{key} {value}" for key, value in result.versions[name].items())
+            for name in result.backends
+        )
+        + ".",
+        "",
+    ]
     for variant in result.variants:
         lines += [f"- **{variant.label}**: {variant.config.describe(seed=False)}"]
         sentence = variant.config.head_sentence()
         if sentence:
             lines[-1] += f" {sentence}"
-    lines += ["", f"Seeds {', '.join(map(str, result.seeds))}. Test accuracy on every test "
-              "image each run was scored on, after the last epoch.", ""]
+    lines += [
+        "",
+        f"Seeds {', '.join(map(str, result.seeds))}. Test accuracy on every test "
+        "image each run was scored on, after the last epoch.",
+        "",
+    ]
     lines += _accuracy_section(result)
     lines += _framework_section(result)
     if len(result.variants) > 1:
@@ -334,43 +422,96 @@ def _accuracy_section(result: SweepResult) -> list[str]:
             if cell is None:
                 rows.append([variant.label, FRAMEWORK_LABELS[backend], 0, *["-"] * 7])
                 continue
-            rows.append([variant.label, FRAMEWORK_LABELS[backend], len(cell.accuracies),
-                         cell.mean_text(),
-                         accuracy_text(cell.accuracies.min()), accuracy_text(cell.accuracies.max()),
-                         " ".join(accuracy_text(value) for value in cell.accuracies),
-                         sum(count > 0 for count in cell.never_predicted),
-                         max(cell.never_predicted), f"{np.median(cell.seconds):.0f}"])
-    return ["## Test accuracy", "",
-            format_table(["variant", "framework", "runs", "mean ± std", "min", "max",
-                          "per seed", "runs with a class never predicted",
-                          "most classes never predicted", "median seconds"], rows,
-                         markdown=True), "", "![test accuracy per seed](accuracy.png)", ""]
+            rows.append(
+                [
+                    variant.label,
+                    FRAMEWORK_LABELS[backend],
+                    len(cell.accuracies),
+                    cell.mean_text(),
+                    accuracy_text(cell.accuracies.min()),
+                    accuracy_text(cell.accuracies.max()),
+                    " ".join(accuracy_text(value) for value in cell.accuracies),
+                    sum(count > 0 for count in cell.never_predicted),
+                    max(cell.never_predicted),
+                    f"{np.median(cell.seconds):.0f}",
+                ]
+            )
+    return [
+        "## Test accuracy",
+        "",
+        format_table(
+            [
+                "variant",
+                "framework",
+                "runs",
+                "mean ± std",
+                "min",
+                "max",
+                "per seed",
+                "runs with a class never predicted",
+                "most classes never predicted",
+                "median seconds",
+            ],
+            rows,
+            markdown=True,
+        ),
+        "",
+        "![test accuracy per seed](accuracy.png)",
+        "",
+    ]
 
 
 def _framework_section(result: SweepResult) -> list[str]:
-    rows = [[item.within, f"{item.first} − {item.second}", f"{item.mean:+.4f}",
-             item.interval_text(), verdict(item.mean, item.low, item.high, item.spread)]
-            for item in result.framework_differences]
-    return ["## Is the difference between two frameworks larger than the spread across seeds?",
-            "", "Mean paired difference in test accuracy and its 95% bootstrap interval over "
-            "seeds (paired: a seed is the same initial weights and the same data order in "
-            "every framework, so only the dropout masks and float rounding differ).", "",
-            format_table(["variant", "difference", "mean", "95% interval", "larger than the "
-                          "seed spread?"], rows, markdown=True), ""]
+    rows = [
+        [
+            item.within,
+            f"{item.first} − {item.second}",
+            f"{item.mean:+.4f}",
+            item.interval_text(),
+            verdict(item.mean, item.low, item.high, item.spread),
+        ]
+        for item in result.framework_differences
+    ]
+    return [
+        "## Is the difference between two frameworks larger than the spread across seeds?",
+        "",
+        "Mean paired difference in test accuracy and its 95% bootstrap interval over "
+        "seeds (paired: a seed is the same initial weights and the same data order in "
+        "every framework, so only the dropout masks and float rounding differ).",
+        "",
+        format_table(
+            ["variant", "difference", "mean", "95% interval", "larger than the seed spread?"],
+            rows,
+            markdown=True,
+        ),
+        "",
+    ]
 
 
 def _variant_section(result: SweepResult) -> list[str]:
-    rows = [[f"{item.first} − {item.second}", item.within, f"{item.mean:+.4f}",
-             item.interval_text()] for item in result.variant_differences]
-    return [f"## {result.variants[0].label} against the other variants", "",
-            "Paired by seed (the same seed gives the same initial weights and data order in "
-            "every variant with the same parameters).", "",
-            format_table(["difference", "backend", "mean", "95% interval"], rows,
-                         markdown=True), ""]
+    rows = [
+        [f"{item.first} − {item.second}", item.within, f"{item.mean:+.4f}", item.interval_text()]
+        for item in result.variant_differences
+    ]
+    return [
+        f"## {result.variants[0].label} against the other variants",
+        "",
+        "Paired by seed (the same seed gives the same initial weights and data order in "
+        "every variant with the same parameters).",
+        "",
+        format_table(["difference", "backend", "mean", "95% interval"], rows, markdown=True),
+        "",
+    ]
 
 
 def _per_class_section(result: SweepResult) -> list[str]:
-    rows = [[label, backend, *(accuracy_text(value) for value in cell.per_class.mean(axis=0))]
-            for (label, backend), cell in result.stats.items()]
-    return ["## Accuracy per class (mean over seeds)", "",
-            format_table(["variant", "backend", *CLASS_NAMES], rows, markdown=True), ""]
+    rows = [
+        [label, backend, *(accuracy_text(value) for value in cell.per_class.mean(axis=0))]
+        for (label, backend), cell in result.stats.items()
+    ]
+    return [
+        "## Accuracy per class (mean over seeds)",
+        "",
+        format_table(["variant", "backend", *CLASS_NAMES], rows, markdown=True),
+        "",
+    ]

@@ -11,8 +11,8 @@ from pathlib import Path
 from types import ModuleType
 
 from ..backends import load_backend, load_backend_module
-from ..platform.launcher import watch_launcher
 from ..distributed import check_shardable
+from ..platform.launcher import watch_launcher
 
 
 def load_engine(backend_name: str) -> ModuleType:
@@ -20,8 +20,7 @@ def load_engine(backend_name: str) -> ModuleType:
     return load_backend_module(backend_name, "distributed")
 
 
-def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=None,
-                 **options):
+def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=None, **options):
     """Train `config` as one of `workers` workers of a data-parallel run; rank 0 writes the
     run folder, as :func:`common.tools.runs.train_run` (which `options` go to) does in one process.
 
@@ -34,8 +33,9 @@ def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=N
     watch_launcher()
     group = load_engine(backend_name).Group()  # joins: waits for the others
     if group.size != workers:
-        raise ValueError(f"the {backend_name} engine counts {group.size} workers, "
-                         f"its launch variables {workers}")
+        raise ValueError(
+            f"the {backend_name} engine counts {group.size} workers, its launch variables {workers}"
+        )
     if group.rank == 0:
         result = train_run(backend_name, config, out, resume=resume, group=group, **options)
     else:
@@ -46,9 +46,14 @@ def train_worker(backend_name: str, config, out: Path, *, workers: int, resume=N
             trainer.load_optimizer_state(resume.optimizer)
         train_data, _ = config.loaders()
         # No test set: scoring is rank 0's, and the weights are the same on every worker.
-        trainer.fit(train_data, None, epochs=config.epochs, progress=False,
-                    state=resume.state if resume else None,
-                    stop_requested=options.get("stop_requested"))
+        trainer.fit(
+            train_data,
+            None,
+            epochs=config.epochs,
+            progress=False,
+            state=resume.state if resume else None,
+            stop_requested=options.get("stop_requested"),
+        )
     # Not on an error: a worker that failed exits at once, the others are stopped for it.
     group.leave()
     return result

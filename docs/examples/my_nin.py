@@ -1,16 +1,20 @@
 # A reader's NiN: the book's PyTorch code (d2l 7.3), as an early port had it, with
 # AdaptiveMaxPool2d where NiN averages. `nin check docs/examples/my_nin.py` finds it.
 import torch
-from torch import nn
 from d2l import torch as d2l
+from torch import nn
 
 
 def nin_block(in_channels, out_channels, kernel_size, strides, padding):
     return nn.Sequential(
         nn.Conv2d(in_channels, out_channels, kernel_size, strides, padding),
         nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU(),
-        nn.Conv2d(out_channels, out_channels, kernel_size=1), nn.ReLU())
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+        nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        nn.ReLU(),
+    )
+
 
 net = nn.Sequential(
     nin_block(1, 96, kernel_size=11, strides=4, padding=0),
@@ -25,12 +29,13 @@ net = nn.Sequential(
     nn.AdaptiveMaxPool2d((1, 1)),
     # Transform the four-dimensional output into two-dimensional output with a
     # shape of (batch size, 10)
-    nn.Flatten())
+    nn.Flatten(),
+)
 
 X = torch.rand(size=(1, 1, 224, 224))
 for layer in net:
     X = layer(X)
-    print(layer.__class__.__name__,'output shape:\t', X.shape)
+    print(layer.__class__.__name__, "output shape:\t", X.shape)
 
 lr, num_epochs, batch_size = 0.1, 10, 128
 train_iter, test_iter = d2l.load_data_fashion_mnist(batch_size, resize=224)

@@ -42,8 +42,9 @@ def run(seed: int, head_lr: float = 1.0, head_bias: float = 0.0) -> tuple[float,
             head[-2].bias.fill_(head_bias)  # head[-1] is the ReLU on the class maps
     head_ids = {id(parameter) for parameter in head.parameters()}
     body = [parameter for parameter in net.parameters() if id(parameter) not in head_ids]
-    optimizer = torch.optim.Adam([{"params": body, "lr": LR},
-                                  {"params": list(head.parameters()), "lr": LR * head_lr}])
+    optimizer = torch.optim.Adam(
+        [{"params": body, "lr": LR}, {"params": list(head.parameters()), "lr": LR * head_lr}]
+    )
     peaks = [group["lr"] for group in optimizer.param_groups]
     torch.manual_seed(seed)
     total, step, loss_function = EPOCHS * len(train), 0, nn.CrossEntropyLoss()
@@ -54,8 +55,11 @@ def run(seed: int, head_lr: float = 1.0, head_bias: float = 0.0) -> tuple[float,
     for epoch in range(EPOCHS):
         net.train()
         for images, labels in train.epoch(epoch):
-            factor = ((step + 1) / WARMUP if step < WARMUP else
-                      0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (total - WARMUP))))
+            factor = (
+                (step + 1) / WARMUP
+                if step < WARMUP
+                else 0.5 * (1 + math.cos(math.pi * (step - WARMUP) / (total - WARMUP)))
+            )
             for group, peak in zip(optimizer.param_groups, peaks):
                 group["lr"] = peak * factor
             loss = loss_function(net(standardized(images)), torch.from_numpy(labels))
@@ -65,8 +69,9 @@ def run(seed: int, head_lr: float = 1.0, head_bias: float = 0.0) -> tuple[float,
             step += 1
     net.eval()
     with torch.no_grad():
-        predicted = np.concatenate([net(standardized(images)).argmax(1).numpy()
-                                    for images, _ in test.epoch()])
+        predicted = np.concatenate(
+            [net(standardized(images)).argmax(1).numpy() for images, _ in test.epoch()]
+        )
     return float((predicted == test.labels).mean()), 10 - len(np.unique(predicted))
 
 
@@ -75,5 +80,14 @@ if __name__ == "__main__":
     name, seeds = sys.argv[1], [int(seed) for seed in sys.argv[2].split(",")]
     for seed in seeds:
         accuracy, never = run(seed, **PROBES[name])
-        print(json.dumps({"probe": name, "seed": seed, "test_accuracy": accuracy,
-                          "classes_never_predicted": never}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "probe": name,
+                    "seed": seed,
+                    "test_accuracy": accuracy,
+                    "classes_never_predicted": never,
+                }
+            ),
+            flush=True,
+        )

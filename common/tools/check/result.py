@@ -12,9 +12,15 @@ from .analysis import Finding
 
 LAYER_HEADERS = ["book's layer", "book's shape", "your layer(s)", "your shape", "same"]
 PARAM_HEADERS = ["book's layer", "book's parameters", "yours", "same"]
-SECTIONS = [("layers", "Layers"), ("head", "Head"), ("activations", "Activations"),
-            ("dropout", "Dropout"), ("parameters", "Parameters"), ("numbers", "Numbers"),
-            ("gradients", "Gradients")]
+SECTIONS = [
+    ("layers", "Layers"),
+    ("head", "Head"),
+    ("activations", "Activations"),
+    ("dropout", "Dropout"),
+    ("parameters", "Parameters"),
+    ("numbers", "Numbers"),
+    ("gradients", "Gradients"),
+]
 
 
 @dataclass
@@ -22,11 +28,11 @@ class CheckResult:
     """A reader's model checked against a reference. `status` is the exit status: 0 when it
     is the reference, 1 when it differs (`findings` say where and why)."""
 
-    source: str                  # "reader.py:net", or the object's name for check_model
-    framework: str               # the registry's backend name
+    source: str  # "reader.py:net", or the object's name for check_model
+    framework: str  # the registry's backend name
     framework_label: str
     model_type: str
-    reference: str               # the spec's description, e.g. "nin" or "nin(num_1x1=1)"
+    reference: str  # the spec's description, e.g. "nin" or "nin(num_1x1=1)"
     size: int
     status: int
     verdict: str
@@ -53,15 +59,17 @@ class CheckResult:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict) -> "CheckResult":
+    def from_dict(cls, data: dict) -> CheckResult:
         data = dict(data)
         data["findings"] = [Finding(**item) for item in data.get("findings", [])]
         return cls(**data)
 
     # -- text -------------------------------------------------------------------------------
     def render(self, *, markdown: bool = False) -> str:
-        title = (f"{self.source}: a {self.framework_label} model ({self.model_type}), checked "
-                 f"against {self.reference} at {self.size}x{self.size}")
+        title = (
+            f"{self.source}: a {self.framework_label} model ({self.model_type}), checked "
+            f"against {self.reference} at {self.size}x{self.size}"
+        )
         lines = [f"# nin check: {self.source}" if markdown else title, ""]
         if markdown:
             lines += [title + ".", ""]
@@ -81,12 +89,15 @@ class CheckResult:
         else:
             lines.append("- none in the layers, head, activations or dropout")
         lines.append("")
-        for label, text in (("Activations", self.activations), ("Dropout", self.dropout),
-                            ("Numbers", self.numbers), ("Gradients", self.gradients)):
+        for label, text in (
+            ("Activations", self.activations),
+            ("Dropout", self.dropout),
+            ("Numbers", self.numbers),
+            ("Gradients", self.gradients),
+        ):
             if text:
                 lines.append(f"**{label}:** {text}" if markdown else f"{label}: {text}")
-        lines += ["", (f"**Verdict:** {self.verdict}" if markdown
-                       else f"Verdict: {self.verdict}")]
+        lines += ["", (f"**Verdict:** {self.verdict}" if markdown else f"Verdict: {self.verdict}")]
         return "\n".join(lines).rstrip() + "\n"
 
     @staticmethod

@@ -39,14 +39,17 @@ class CheckError(ValueError):
 class Execution:
     namespace: dict
     notes: list[str] = field(default_factory=list)
-    stopped: str | None = None     # where and why the run stopped before the file's end
+    stopped: str | None = None  # where and why the run stopped before the file's end
 
 
 def _location(error: BaseException, source: Source, statement) -> str:
     """The reader's file and line an exception came from (the innermost frame in their
     file), and the statement that ran it when that is another line."""
-    frames = [frame for frame in traceback.extract_tb(error.__traceback__)
-              if frame.filename in source.filenames]
+    frames = [
+        frame
+        for frame in traceback.extract_tb(error.__traceback__)
+        if frame.filename in source.filenames
+    ]
     if not frames:
         return statement.where
     inner = frames[-1]
@@ -65,15 +68,15 @@ def model_exists(namespace: dict, name: str | None) -> bool:
     if name is not None:
         value = namespace.get(name)
         return value is not None and (is_model(value) or callable(value))
-    return any(is_model(value) for key, value in list(namespace.items())
-               if not key.startswith("_"))
+    return any(is_model(value) for key, value in list(namespace.items()) if not key.startswith("_"))
 
 
-def execute(source: Source, name: str | None = None, progress: Path | None = None
-            ) -> Execution:
+def execute(source: Source, name: str | None = None, progress: Path | None = None) -> Execution:
     """Run the statements of `source` in order, as the module-level rules say."""
-    run = Execution({"__name__": "__main__", "__file__": str(source.path),
-                     "__builtins__": builtins}, list(source.notes))
+    run = Execution(
+        {"__name__": "__main__", "__file__": str(source.path), "__builtins__": builtins},
+        list(source.notes),
+    )
     for statement in source.statements:
         if progress is not None:
             progress.write_text(statement.where)
@@ -93,15 +96,18 @@ def execute(source: Source, name: str | None = None, progress: Path | None = Non
             run.notes.append(f"{statement.where} skipped: {error}")
         except (Exception, SystemExit) as error:
             if isinstance(error, ImportError) and statement.is_import:
-                run.notes.append(f"{statement.where}: {error.name or 'a module'} is not "
-                                 "installed; import skipped")
+                run.notes.append(
+                    f"{statement.where}: {error.name or 'a module'} is not "
+                    "installed; import skipped"
+                )
                 continue
             if model_exists(run.namespace, name):
-                run.stopped = (f"{_location(error, source, statement)} failed "
-                               f"({_message(error)}): the model was built, so the check goes on")
+                run.stopped = (
+                    f"{_location(error, source, statement)} failed "
+                    f"({_message(error)}): the model was built, so the check goes on"
+                )
                 break
-            raise CheckError(f"{_location(error, source, statement)}: "
-                             f"{_message(error)}") from None
+            raise CheckError(f"{_location(error, source, statement)}: {_message(error)}") from None
     if run.stopped:
         run.notes.append(f"the file ran until {run.stopped}")
     return run
@@ -113,52 +119,75 @@ def find_model(run: Execution, source: Source, name: str | None):
     namespace = run.namespace
     if name is not None:
         if name not in namespace:
-            known = sorted(key for key, value in namespace.items()
-                           if not key.startswith("_") and (is_model(value) or key in
-                                                           source.functions))
-            raise CheckError(f"{source.path.name} has no {name!r}" + (
-                f"; its models and functions: {', '.join(known)}" if known else ""))
+            known = sorted(
+                key
+                for key, value in namespace.items()
+                if not key.startswith("_") and (is_model(value) or key in source.functions)
+            )
+            raise CheckError(
+                f"{source.path.name} has no {name!r}"
+                + (f"; its models and functions: {', '.join(known)}" if known else "")
+            )
         value = namespace[name]
         if is_model(value):
             return name, value
         if isinstance(value, type) or not callable(value):
-            raise CheckError(f"{name} in {source.path.name} is a {type(value).__name__}, not a "
-                             "model or a function that returns one")
+            raise CheckError(
+                f"{name} in {source.path.name} is a {type(value).__name__}, not a "
+                "model or a function that returns one"
+            )
         try:
             with _quiet():
                 model = value()
         except TypeError as error:
             if name not in source.functions:
-                raise CheckError(f"{name}() needs arguments: name a model, or a function "
-                                 f"of no arguments that returns one ({error})") from None
+                raise CheckError(
+                    f"{name}() needs arguments: name a model, or a function "
+                    f"of no arguments that returns one ({error})"
+                ) from None
             raise CheckError(f"{name}() failed: {_message(error)}") from None
         except Exception as error:
             place = _location(error, source, source.statements[-1])
             raise CheckError(f"{place}: {name}() failed: {_message(error)}") from None
         if not is_model(model):
-            raise CheckError(f"{name}() returned a {type(model).__name__}, not a model with "
-                             "convolutions or dense layers")
+            raise CheckError(
+                f"{name}() returned a {type(model).__name__}, not a model with "
+                "convolutions or dense layers"
+            )
         return name, model
     found: list[tuple[str, object]] = []
     for key, value in list(namespace.items()):
-        if key.startswith("_") or not is_model(value) or any(value is known
-                                                             for _, known in found):
+        if key.startswith("_") or not is_model(value) or any(value is known for _, known in found):
             continue
         found.append((key, value))
-    outer = [(key, value) for key, value in found
-             if not any(probe_of(framework_of(other)).contains(other, value)
-                        for _, other in found if framework_of(other) == framework_of(value))]
+    outer = [
+        (key, value)
+        for key, value in found
+        if not any(
+            probe_of(framework_of(other)).contains(other, value)
+            for _, other in found
+            if framework_of(other) == framework_of(value)
+        )
+    ]
     if len(outer) == 1:
         return outer[0]
     if not outer:
         functions = ", ".join(source.functions)
-        hint = (f"; functions that may return one: {functions} (name one, e.g. "
-                f"nin check {source.path.name}:{source.functions[0]})" if functions else "")
-        raise CheckError(f"no model in {source.path.name}: no module-level torch nn.Module, "
-                         f"Gluon Block or Keras Model with convolutions{hint}")
+        hint = (
+            f"; functions that may return one: {functions} (name one, e.g. "
+            f"nin check {source.path.name}:{source.functions[0]})"
+            if functions
+            else ""
+        )
+        raise CheckError(
+            f"no model in {source.path.name}: no module-level torch nn.Module, "
+            f"Gluon Block or Keras Model with convolutions{hint}"
+        )
     names = ", ".join(key for key, _ in outer)
-    raise CheckError(f"several models in {source.path.name}: {names}; name one, e.g. "
-                     f"nin check {source.path.name}:{outer[0][0]}")
+    raise CheckError(
+        f"several models in {source.path.name}: {names}; name one, e.g. "
+        f"nin check {source.path.name}:{outer[0][0]}"
+    )
 
 
 @contextlib.contextmanager
@@ -169,8 +198,7 @@ def _quiet():
         yield
 
 
-def check_file(path: str | Path, name: str | None, spec, size: int,
-               progress: Path | None = None):
+def check_file(path: str | Path, name: str | None, spec, size: int, progress: Path | None = None):
     """Run the reader's file and check its model: a CheckResult, or CheckError."""
     try:
         source = read(path)
@@ -179,8 +207,9 @@ def check_file(path: str | Path, name: str | None, spec, size: int,
     with _quiet():
         run = execute(source, name, progress)
         name, model = find_model(run, source, name)
-        return check_model(model, spec, size=size, name=name,
-                           source=f"{source.path.name}:{name}", notes=run.notes)
+        return check_model(
+            model, spec, size=size, name=name, source=f"{source.path.name}:{name}", notes=run.notes
+        )
 
 
 def _reset_frameworks() -> None:
@@ -207,8 +236,9 @@ def main(argv: list[str] | None = None) -> int:
         path, name = split_target(target)
         sys.path.insert(0, str(Path(path).resolve().parent))  # the reader's own imports
         try:
-            result = check_file(path, name, spec, args.size,
-                                Path(args.progress) if args.progress else None)
+            result = check_file(
+                path, name, spec, args.size, Path(args.progress) if args.progress else None
+            )
             data = result.to_dict()
         except (CheckError, ValueError) as error:
             data = {"error": " ".join(str(error).split())}

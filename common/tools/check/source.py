@@ -33,8 +33,8 @@ class SourceError(ValueError):
 class Statement:
     code: CodeType
     node: ast.stmt
-    filename: str       # what tracebacks of this statement name (a cell has its own)
-    place: str          # "reader.py" or "nin.ipynb, cell 3"
+    filename: str  # what tracebacks of this statement name (a cell has its own)
+    place: str  # "reader.py" or "nin.ipynb, cell 3"
     line: int
 
     @property
@@ -45,8 +45,10 @@ class Statement:
     def work(self) -> str | None:
         """What this statement would do that the checker never does, "would train (fit)" or
         "would load data (load_data)", or None (definitions and imports do nothing)."""
-        if isinstance(self.node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef,
-                                  ast.Import, ast.ImportFrom)):
+        if isinstance(
+            self.node,
+            (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Import, ast.ImportFrom),
+        ):
             return None
         for node in ast.walk(self.node):
             if not isinstance(node, ast.Call):
@@ -68,9 +70,9 @@ class Statement:
 class Source:
     path: Path
     statements: list[Statement]
-    filenames: dict[str, str]   # a compiled filename -> its place, for tracebacks
+    filenames: dict[str, str]  # a compiled filename -> its place, for tracebacks
     notes: list[str]
-    functions: list[str]        # module-level functions that take no arguments
+    functions: list[str]  # module-level functions that take no arguments
 
 
 def read(path: str | Path) -> Source:
@@ -93,9 +95,15 @@ def read(path: str | Path) -> Source:
             raise SourceError(f"{place}, line {error.lineno}: SyntaxError: {error.msg}") from None
         for node in _top_level(module.body):
             functions += _zero_argument_functions(node)
-            statements.append(Statement(
-                compile(ast.Module(body=[node], type_ignores=[]), filename, "exec"), node,
-                filename, place, node.lineno))
+            statements.append(
+                Statement(
+                    compile(ast.Module(body=[node], type_ignores=[]), filename, "exec"),
+                    node,
+                    filename,
+                    place,
+                    node.lineno,
+                )
+            )
     return Source(path, statements, filenames, notes, functions)
 
 
@@ -144,16 +152,24 @@ def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
 
 
 def _is_main_guard(test: ast.expr) -> bool:
-    return (isinstance(test, ast.Compare) and isinstance(test.left, ast.Name)
-            and test.left.id == "__name__" and len(test.comparators) == 1
-            and isinstance(test.comparators[0], ast.Constant)
-            and test.comparators[0].value == "__main__")
+    return (
+        isinstance(test, ast.Compare)
+        and isinstance(test.left, ast.Name)
+        and test.left.id == "__name__"
+        and len(test.comparators) == 1
+        and isinstance(test.comparators[0], ast.Constant)
+        and test.comparators[0].value == "__main__"
+    )
 
 
 def _zero_argument_functions(node: ast.stmt) -> list[str]:
     if not isinstance(node, ast.FunctionDef):
         return []
     arguments = node.args
-    required = (len(arguments.posonlyargs) + len(arguments.args) - len(arguments.defaults)
-                + sum(default is None for default in arguments.kw_defaults))
+    required = (
+        len(arguments.posonlyargs)
+        + len(arguments.args)
+        - len(arguments.defaults)
+        + sum(default is None for default in arguments.kw_defaults)
+    )
     return [node.name] if required == 0 else []
