@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(NIN_DATA_DIR),/usr/share/datasets/fashion-mnist)
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test lint bench clean
+.PHONY: setup data demo test lint bench mutation clean
 
 setup: $(STAMP) data
 
@@ -44,5 +44,17 @@ lint: setup
 bench: setup
 	$(BIN)/nin bench
 
+# Mutation testing of the framework-free core (docs/reliability.md); not part of CI. mutmut's
+# configuration (modules, tests) is in pyproject.toml; its work folder is mutants/. Of
+# common/training.py only the Recipe is mutated (its validation and learning-rate schedule).
+# One worker by default; MUTATION_CHILDREN=N runs N mutants at a time.
+MUTATION_CHILDREN ?= 1
+MUTANTS := 'common.spec.*' 'common.shapes.*' 'common.resources.*' 'common.weights.*' \
+	'common.data.*' 'common.tools.checkpoint.*' 'common.training.xǁRecipeǁ*'
+mutation: setup
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[mutation]'
+	$(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
+	$(BIN)/mutmut results
+
 clean:
-	rm -rf $(VENV) runs .pytest_cache
+	rm -rf $(VENV) runs .pytest_cache mutants

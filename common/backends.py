@@ -35,6 +35,9 @@ class BackendInfo:
     d2l_modules: tuple[str, ...]  # the book's package's modules for this framework
     onnx_needs: tuple[str, ...]  # what exporting to ONNX needs installed
     engine: Engine  # its data-parallel engine's launch convention
+    # Whether its fast training path (Trainer(fast=True)) computes bit for bit what the
+    # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW.
+    fast_path_exact: bool = True
 
 
 BACKENDS: dict[str, BackendInfo] = {
@@ -53,6 +56,7 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.torch", "d2lzh_pytorch"),
             onnx_needs=("onnx", "onnxruntime"),
             engine=TorchRun(),
+            fast_path_exact=False,
         ),
         BackendInfo(
             "mxnet",

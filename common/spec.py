@@ -191,6 +191,7 @@ def spec_from_dict(data: dict) -> Spec:
             layers.append(_LAYER_TYPES[kind](**_checked(item)))
         else:
             raise ValueError(f"unknown layer type {kind!r}")
+    _check_images_before_vectors(layers)
     top = _checked({key: data.get(key) for key in ("in_channels", "num_classes", "input_size")})
     options = data.get("options", {})
     if not isinstance(options, dict):
@@ -207,6 +208,20 @@ def spec_from_dict(data: dict) -> Spec:
         top["input_size"],
         dict(options),
     )
+
+
+def _check_images_before_vectors(layers: list[Layer]) -> None:
+    """That no layer that needs an image (a convolution, a pooling) follows one that leaves a
+    vector (Flatten, Dense): no network can run such a spec, nor can its shapes be worked out."""
+    vector_from = None
+    for layer in layers:
+        if isinstance(layer, (Flatten, Dense)):
+            vector_from = vector_from or type(layer).__name__
+        elif vector_from and not isinstance(layer, Dropout):
+            raise ValueError(
+                f"a spec cannot put {type(layer).__name__} after {vector_from}: it needs an "
+                f"image, and {vector_from} leaves a vector"
+            )
 
 
 def _checked(fields: dict) -> dict:

@@ -29,11 +29,23 @@ import numpy as np
 
 from .backends import framework_of
 from .data import prefetched
+from .platform import failpoints
 
 OPTIMIZERS = ("sgd", "momentum", "adam")
 SCHEDULES = ("constant", "cosine")
 # What torch.nn.utils.clip_grad_norm_ adds to the norm; used by every backend.
 CLIP_EPSILON = 1e-6
+
+
+def _finite_number(value) -> bool:
+    """Whether `value` is a real number a float holds: not a bool, NaN, an infinity, or an
+    int too large for a float (a JSON file may hold any of them)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond a float's range
+        return False
 
 
 @dataclass(frozen=True)
@@ -64,28 +76,32 @@ class Recipe:
     def __post_init__(self):
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(
-                f"unknown optimizer {self.optimizer!r}; choose from {', '.join(OPTIMIZERS)}"
+                f"unknown optimizer {self.optimizer!r:.40}; choose from {', '.join(OPTIMIZERS)}"
             )
-        if not (isinstance(self.lr, (int, float)) and self.lr > 0 and math.isfinite(self.lr)):
-            raise ValueError(f"learning rate must be a positive number, got {self.lr}")
-        if not 0 <= self.momentum < 1:
-            raise ValueError(f"momentum must be in [0, 1), got {self.momentum}")
-        if not (self.adam_epsilon > 0 and math.isfinite(self.adam_epsilon)):
-            raise ValueError(f"adam_epsilon must be a positive number, got {self.adam_epsilon}")
-        if not (0 <= self.weight_decay < 1):
-            raise ValueError(f"weight decay must be in [0, 1), got {self.weight_decay}")
+        if not (_finite_number(self.lr) and self.lr > 0):
+            raise ValueError(f"learning rate must be a positive number, got {self.lr!r:.40}")
+        if not (_finite_number(self.momentum) and 0 <= self.momentum < 1):
+            raise ValueError(f"momentum must be in [0, 1), got {self.momentum!r:.40}")
+        if not (_finite_number(self.adam_epsilon) and self.adam_epsilon > 0):
+            raise ValueError(
+                f"adam_epsilon must be a positive number, got {self.adam_epsilon!r:.40}"
+            )
+        if not (_finite_number(self.weight_decay) and 0 <= self.weight_decay < 1):
+            raise ValueError(f"weight decay must be in [0, 1), got {self.weight_decay!r:.40}")
         if (
             isinstance(self.warmup_steps, bool)
             or not isinstance(self.warmup_steps, int)
             or self.warmup_steps < 0
         ):
-            raise ValueError(f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r}")
+            raise ValueError(
+                f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r:.40}"
+            )
         if self.schedule not in SCHEDULES:
             raise ValueError(
-                f"unknown schedule {self.schedule!r}; choose from {', '.join(SCHEDULES)}"
+                f"unknown schedule {self.schedule!r:.40}; choose from {', '.join(SCHEDULES)}"
             )
-        if not (self.clip_norm >= 0 and math.isfinite(self.clip_norm)):
-            raise ValueError(f"clip norm must be >= 0 (0 is off), got {self.clip_norm}")
+        if not (_finite_number(self.clip_norm) and self.clip_norm >= 0):
+            raise ValueError(f"clip norm must be >= 0 (0 is off), got {self.clip_norm!r:.40}")
 
     @classmethod
     def book(cls) -> Recipe:
@@ -225,25 +241,55 @@ class TrainingState:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainingState:
-        """The inverse of :meth:`to_dict`; ValueError/TypeError for anything else."""
+        """The inverse of :meth:`to_dict`; ValueError/TypeError for anything else (a damaged
+        or hostile file): every number typed and finite, one history entry per complete
+        epoch."""
         position = [data["epoch"], data["batch"], data["step"]]
-        if not all(
-            isinstance(value, int) and not isinstance(value, bool) and value >= 0
-            for value in position
-        ):
+        if not all(_whole(value) for value in position):
             raise ValueError(f"a position is whole numbers >= 0, got {position!r:.80}")
         sums = [_Sums(**data[key]) for key in ("epoch_sums", "point_sums")]
-        numbers = [value for item in sums for value in vars(item).values()]
-        numbers.append(data["epoch_seconds"])
-        if not all(isinstance(value, (int, float)) and math.isfinite(value) for value in numbers):
-            raise ValueError("the running sums must be finite numbers")
-        return cls(
-            *position,
-            *sums,
-            float(data["epoch_seconds"]),
-            [EpochMetrics(**item) for item in data["history"]],
-            [StepMetrics(**item) for item in data["points"]],
-        )
+        numbers = [item.loss for item in sums] + [data["epoch_seconds"]]
+        counts = [value for item in sums for value in (item.correct, item.seen, item.steps)]
+        if not all(map(_finite_number, numbers)) or not all(map(_whole, counts)):
+            raise ValueError("the running sums must be finite numbers (the counts whole, >= 0)")
+        history = [EpochMetrics(**item) for item in data["history"]]
+        points = [StepMetrics(**item) for item in data["points"]]
+        for index, metrics in enumerate(history):
+            _check_metrics(f"history entry {index + 1}", metrics)
+        for index, point in enumerate(points):
+            _check_metrics(f"logged point {index + 1}", point)
+        if len(history) != position[0]:
+            raise ValueError(
+                f"the history holds {len(history)} epoch(s), but the position says "
+                f"{position[0]!r:.20} are complete (one entry per epoch)"
+            )
+        if [metrics.epoch for metrics in history] != list(range(1, len(history) + 1)):
+            numbers = [metrics.epoch for metrics in history]
+            raise ValueError(
+                f"the history's epochs are numbered {numbers!r:.60}, expected 1 to {len(history)}"
+            )
+        return cls(*position, *sums, float(data["epoch_seconds"]), history, points)
+
+
+def _whole(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+# The fields of the stored metrics that are whole numbers (>= 0) rather than finite numbers,
+# and those that may be None.
+_WHOLE = {EpochMetrics: ("epoch", "classes_predicted"), StepMetrics: ("step",)}
+_OPTIONAL = ("test_accuracy", "classes_predicted")
+
+
+def _check_metrics(where: str, metrics: EpochMetrics | StepMetrics) -> None:
+    """That every field of a stored EpochMetrics or StepMetrics is a number of its kind."""
+    for name, value in vars(metrics).items():
+        if value is None and name in _OPTIONAL:
+            continue
+        whole = name in _WHOLE[type(metrics)]
+        if not (_whole(value) if whole else _finite_number(value)):
+            kind = "a whole number >= 0" if whole else "a finite number"
+            raise ValueError(f"{where}: {name} must be {kind}, got {value!r:.40}")
 
 
 def accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable) -> float:
@@ -460,6 +506,7 @@ class Trainer:
     ) -> None:
         """One step, the NaN guard, and the running sums."""
         loss, correct = self.train_step(images, labels)
+        failpoints.reached("step", state.step + 1)
         problem = (
             f"loss became {loss}"
             if not math.isfinite(loss)

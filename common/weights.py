@@ -214,6 +214,8 @@ class NpzReader:
             header = json.loads(str(text))
         except ValueError as error:
             raise self._fail(f"has a damaged header: {error}") from None
+        except RecursionError:  # arrays or objects nested past the interpreter's limit
+            raise self._fail("has a damaged header: it is nested too deeply") from None
         if not isinstance(header, dict):
             raise self._fail(f"is not {self.what} (its header is not an object)")
         return header
@@ -267,7 +269,7 @@ class NpzReader:
         if len(data) != size:
             raise self._fail(f"is truncated ({key} holds {len(data):,} of {size:,} bytes)")
         array = np.frombuffer(data, dtype).reshape(shape, order="F" if fortran else "C")
-        return np.array(array)  # writeable, C-ordered
+        return np.array(array, order="C")  # writeable, C-ordered whatever the file held
 
 
 def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
@@ -280,18 +282,19 @@ def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
         header = archive.header()
         try:
             stored_spec = spec_from_dict(header["spec"])
-        except (ValueError, KeyError, TypeError) as error:
-            raise WeightsError(f"{path} is not {what}: bad spec ({error})") from None
+            expected = canonical_shapes(stored_spec)
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            detail = " ".join(str(error).split())[:200] or type(error).__name__
+            raise WeightsError(f"{path} is not {what}: bad spec ({detail})") from None
         # Only what decides the parameters must match: weights trained with dropout 0.5 load
         # into a dropout-0 model, and NiN weights fit any input size.
         if spec is not None and (
-            stored_spec.name != spec.name or canonical_shapes(stored_spec) != canonical_shapes(spec)
+            stored_spec.name != spec.name or expected != canonical_shapes(spec)
         ):
             raise WeightsError(
                 f"{path} holds weights for {stored_spec.describe()}, but the "
                 f"model is {spec.describe()}"
             )
-        expected = canonical_shapes(stored_spec)
         stored = archive.names - {"__header__"}
         missing, extra = sorted(set(expected) - stored), sorted(stored - set(expected))
         if missing or extra:

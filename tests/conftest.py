@@ -15,6 +15,8 @@ import pytest
 
 from common.backends import BACKENDS, BackendUnavailable, is_installed, load_backend
 
+from .processes import WHOLE_RUN_STARTUPS, bound
+
 REQUIRE_ALL = bool(os.environ.get("NIN_REQUIRE_ALL_BACKENDS"))
 # Every module a backend's framework is: what framework-free code must never import.
 FRAMEWORK_MODULES = frozenset(
@@ -23,16 +25,17 @@ FRAMEWORK_MODULES = frozenset(
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_python(code: str, *argv: str, timeout: float = 300) -> str:
+def run_python(code: str, *argv: str, startups: float = WHOLE_RUN_STARTUPS) -> str:
     """The standard output of `code` run by a fresh Python in the project root, which must
     exit 0 (its stderr's end is the failure message otherwise): for what only a new process
-    shows, such as which modules an import pulls in or settings made at start-up."""
+    shows, such as which modules an import pulls in or settings made at start-up. It may take
+    `startups` times a measured framework start-up."""
     result = subprocess.run(
         [sys.executable, "-c", code, *argv],
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=timeout,
+        timeout=bound(None, startups),
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return result.stdout

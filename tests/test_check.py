@@ -27,6 +27,7 @@ from common.backends import BACKENDS
 from common.spec import make_spec
 
 from .conftest import ROOT, get_backend, run_python
+from .processes import WHOLE_RUN_STARTUPS, bound
 
 READERS = Path(__file__).resolve().parent / "readers"
 
@@ -253,7 +254,7 @@ def results(backend: str) -> dict[str, dict]:
                 for case in cases
             ]
         )
-        output = run_python(DRIVER, payload, timeout=900)
+        output = run_python(DRIVER, payload, startups=3 * WHOLE_RUN_STARTUPS)  # every file
         lines = [
             json.loads(line[len("RESULT ") :])
             for line in output.splitlines()
@@ -341,13 +342,13 @@ def test_check_model_refuses_what_is_not_a_model():
 # -- the command -------------------------------------------------------------------------------
 
 
-def nin(*args, cwd=None, timeout=600) -> subprocess.CompletedProcess:
+def nin(*args, cwd=None) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "common.cli", *map(str, args)],
         capture_output=True,
         text=True,
         cwd=cwd or ROOT,
-        timeout=timeout,
+        timeout=bound(None, WHOLE_RUN_STARTUPS),
     )
 
 
@@ -403,7 +404,7 @@ def test_a_file_with_d2l_installed_is_still_neither_trained_nor_fed(tmp_path):
         capture_output=True,
         text=True,
         cwd=ROOT,
-        timeout=600,
+        timeout=bound("torch", WHOLE_RUN_STARTUPS),
         env={**os.environ, "PYTHONPATH": f"{tmp_path / 'site'}{os.pathsep}{ROOT}"},
     )
     assert result.returncode == 0, result.stdout + result.stderr
@@ -454,7 +455,7 @@ LOOP = "import time\nwhile True:\n    time.sleep(0.05)\n"
 def test_what_cannot_be_checked_is_one_line_and_exit_2(tmp_path, files, args, message):
     for name, text in files.items():
         (tmp_path / name).write_text(text)
-    result = nin("check", *args, cwd=tmp_path, timeout=120)
+    result = nin("check", *args, cwd=tmp_path)
     assert result.returncode == 2, result.stdout + result.stderr
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("nin check: error: "), result.stderr

@@ -1,14 +1,12 @@
-"""Never lose a run: exact resume, clean stops on signals, SIGKILL at random moments, NaN,
-a full disk, cross-framework continuation and checkpoint validation."""
+"""Never lose a run: exact resume, clean stops on signals, SIGKILL mid-step and mid-save, NaN,
+a full disk at each stage of a save, cross-framework continuation and checkpoint validation."""
 
 from __future__ import annotations
 
 import errno
-import random
+import shutil
 import signal
-import subprocess
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -30,8 +28,8 @@ from common.training import TrainingStopped
 from common.weights import load_weights
 
 from .conftest import get_backend
+from .processes import FIRST_STEP_STARTUPS, WHOLE_RUN_STARTUPS, Child, bound, markers
 
-ROOT = Path(__file__).resolve().parents[1]
 NAMES = list(BACKENDS)
 
 # 512 images in batches of 64: 8 steps an epoch, 2 epochs; a short warm-up so it learns.
@@ -179,100 +177,65 @@ def test_a_run_killed_after_its_last_checkpoint_resumes_to_its_end(backend, stra
 # -- signals and SIGKILL in a real `nin train` process ------------------------------------------
 
 
-def _nin(*args: str) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "common.cli", *args],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
-def _wait_for(predicate, process: subprocess.Popen, timeout: float = 120.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        if process.poll() is not None:
-            return False
-        time.sleep(0.01)
-    process.kill()
-    pytest.fail("the training process did not get going in time")
+def _train_command(backend_name: str, out: Path, *extra: str) -> list[str]:
+    """`nin train` of CONFIG, or its resumption once `out` holds a checkpoint."""
+    if checkpoint_folders(out):
+        return ["train", "--resume", str(out), "--no-progress", *extra]
+    return ["train", "--backend", backend_name, "--out", str(out), *CLI_FLAGS, *extra]
 
 
 @pytest.mark.parametrize("signal_name, status", [("SIGINT", 130), ("SIGTERM", 143)])
 def test_signal_stops_after_a_step_writes_a_checkpoint_and_says_how_to_resume(
     backend, straight, tmp_path, signal_name, status
 ):
-    out = tmp_path / "run"
-    process = _nin(
-        "train",
-        "--backend",
-        backend.BACKEND,
-        "--out",
-        str(out),
-        *CLI_FLAGS,
-        "--checkpoint-every",
-        "1",
-    )
-    assert _wait_for(lambda: bool(checkpoint_folders(out)), process)
-    process.send_signal(getattr(signal, signal_name))
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == status, stderr
-    assert f"stopped by {signal_name}" in stderr and "Traceback" not in stderr
-    assert f"resume with: nin train --resume {out}" in stderr
-    stopped_at = latest_checkpoint(out).state.step
-    assert 1 <= stopped_at < 16
+    """No per-step checkpoints: the one this leaves is the signal's own."""
+    out, marks = tmp_path / "run", tmp_path / "markers"
+    with Child.nin(*_train_command(backend.BACKEND, out), env={"NIN_MARKERS": str(marks)}) as run:
+        assert run.wait_until(
+            lambda: ("step", 1) in markers(marks),
+            bound(backend.BACKEND, FIRST_STEP_STARTUPS),
+            "first step",
+        ), run.stderr
+        run.process.send_signal(getattr(signal, signal_name))
+        assert run.finish(bound(backend.BACKEND, WHOLE_RUN_STARTUPS)) == status, run.stderr
+    assert f"stopped by {signal_name}" in run.stderr and "Traceback" not in run.stderr
+    assert f"resume with: nin train --resume {out}" in run.stderr
+    last_step = max(step for point, step in markers(marks) if point == "step")
+    saved = [step for point, step in markers(marks) if point == "save:done"]
+    # The signal came within the first step; the epoch (8 steps) cannot have ended since.
+    assert saved == [last_step] and last_step < 8, markers(marks)
+    assert latest_checkpoint(out).state.step == last_step
     assert main(["train", "--resume", str(out), "--no-progress"]) == 0
     assert_same_run(out, straight(backend.BACKEND))
 
 
-KILLS = 3
-STEPS = 16  # CONFIG's 2 epochs of 8 steps
+# Where each SIGKILL lands (common.platform.failpoints), in the order of one run, and the step
+# of the newest complete checkpoint it must leave (one is written after every step).
+KILLS = [
+    ("step", 3, 2),  # the update applied in memory, the step neither counted nor saved
+    ("save:state", 6, 5),  # the new checkpoint half written, in its temporary folder
+    ("save:native", 9, 8),  # written and fsynced, not yet renamed into place
+    ("save:renamed", 12, 12),  # in place, the previous one not yet removed
+]
 
 
-def _newest_step(run_dir: Path) -> int:
-    folders = checkpoint_folders(run_dir)
-    return int(folders[-1].name.split("-")[1]) if folders else 0
-
-
-def test_sigkill_at_random_moments_loses_nothing(backend, straight, tmp_path):
-    """Kill `nin train` (checkpointing every step, so many kills land mid-step or mid-save)
-    at random moments, several times; each time the last complete checkpoint loads, and the
-    run resumed from it ends exactly where the uninterrupted run ends."""
-    rng = random.Random(f"kill-{backend.BACKEND}")
+def test_sigkill_mid_step_and_mid_save_loses_nothing(backend, straight, tmp_path):
+    """SIGKILL `nin train` (checkpointing every step) in the middle of a step and at each
+    stage of a save, one after another; the markers the run leaves prove where each kill
+    landed, the newest complete checkpoint always loads, and the run resumed after the last
+    kill ends bit for bit where the uninterrupted run ends."""
     out = tmp_path / "run"
-    # Each kill waits for a random step's checkpoint, then a random part of a step (~0.2 s
-    # here): random moments that always land before the run could end on its own.
-    kill_after = sorted(rng.sample(range(1, STEPS - 2), KILLS))
-    for step in kill_after:
-        args = (
-            ["train", "--resume", str(out), "--checkpoint-every", "1", "--no-progress"]
-            if checkpoint_folders(out)
-            else [
-                "train",
-                "--backend",
-                backend.BACKEND,
-                "--out",
-                str(out),
-                *CLI_FLAGS,
-                "--checkpoint-every",
-                "1",
-            ]
-        )
-        process = _nin(*args)
-        assert _wait_for(lambda step=step: _newest_step(out) >= step, process), (
-            process.communicate()[1]
-        )
-        time.sleep(rng.uniform(0.0, 0.2))
-        process.kill()
-        process.wait(timeout=60)
-        assert process.returncode == -signal.SIGKILL, "the run ended before it was killed"
-        assert latest_checkpoint(out).state.step >= step  # the newest complete one loads
-    process = _nin("train", "--resume", str(out), "--no-progress")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 0, stderr
+    for point, step, newest in KILLS:
+        marks = tmp_path / f"markers-{point}"
+        env = {"NIN_MARKERS": str(marks), "NIN_FAULT": f"{point}@{step}"}
+        command = _train_command(backend.BACKEND, out, "--checkpoint-every", "1")
+        with Child.nin(*command, env=env) as run:
+            status = run.finish(bound(backend.BACKEND, WHOLE_RUN_STARTUPS))
+        assert status == -signal.SIGKILL, run.stderr
+        assert markers(marks)[-1] == (point, step), "the kill landed elsewhere"
+        assert latest_checkpoint(out).state.step == newest
+    with Child.nin(*_train_command(backend.BACKEND, out)) as run:
+        assert run.finish(bound(backend.BACKEND, WHOLE_RUN_STARTUPS)) == 0, run.stderr
     assert_same_run(out, straight(backend.BACKEND))
 
 
@@ -296,24 +259,54 @@ def test_nan_stops_and_leaves_the_last_good_checkpoint_resumable(backend, tmp_pa
     assert all(np.isfinite(value).all() for value in weights_of(out).values())
 
 
-def test_a_failed_save_keeps_the_previous_checkpoint(backend, tmp_path, monkeypatch):
-    import common.tools.checkpoint as checkpoint_module
+def _fails_in_save(original, call: int):
+    """`original`, failing with a full disk on its `call`-th call made by save_checkpoint."""
+    from common.tools.checkpoint import save_checkpoint
 
-    out = tmp_path / "run"
-    with pytest.raises(TrainingStopped):
-        train_run(backend.BACKEND, CONFIG, out, stop_requested=StopAfter(3), **QUIET)
-    before = latest_checkpoint(out)
+    calls = 0
 
     def full_disk(*args, **kwargs):
-        raise OSError(errno.ENOSPC, "No space left on device")
+        nonlocal calls
+        if sys._getframe(1).f_code is save_checkpoint.__code__:
+            calls += 1
+            if calls == call:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        return original(*args, **kwargs)
 
-    monkeypatch.setattr(checkpoint_module.np, "savez", full_disk)
-    with pytest.raises(OSError, match="No space left"):
-        train_run(backend.BACKEND, CONFIG, out, resume=before, checkpoint_every=1, **QUIET)
-    monkeypatch.undo()
-    after = latest_checkpoint(out)
-    assert after.path == before.path and after.state.step == 3
-    assert [entry.name for entry in (out / "checkpoints").iterdir()] == [before.path.name]
+    return full_disk
+
+
+def test_a_failed_save_keeps_the_previous_checkpoint(backend, tmp_path, monkeypatch):
+    """A full disk at each stage of a save in turn: the save fails, and the previous
+    checkpoint stays the only one, complete, with nothing else left in the folder."""
+    import os
+
+    import common.tools.checkpoint as checkpoint_module
+
+    stages = {  # stage -> (object, attribute, which of its calls in one save)
+        "writing the state file": (np, "savez", 1),
+        "fsyncing the state file": (os, "fsync", 1),
+        "writing the native file": (backend, "save_native", 1),
+        "fsyncing the native file": (os, "fsync", 2),
+        "fsyncing the folder": (checkpoint_module, "fsync_directory", 1),
+        "renaming it into place": (os, "replace", 1),
+    }
+    stopped = tmp_path / "stopped"
+    with pytest.raises(TrainingStopped):
+        train_run(backend.BACKEND, CONFIG, stopped, stop_requested=StopAfter(3), **QUIET)
+    for stage, (owner, attribute, call) in stages.items():
+        out = tmp_path / stage.replace(" ", "-")
+        shutil.copytree(stopped, out)
+        before = latest_checkpoint(out)
+        monkeypatch.setattr(owner, attribute, _fails_in_save(getattr(owner, attribute), call))
+        with pytest.raises(OSError, match="No space left"):
+            train_run(backend.BACKEND, CONFIG, out, resume=before, checkpoint_every=1, **QUIET)
+        monkeypatch.undo()
+        after = latest_checkpoint(out)
+        assert after.path == before.path and after.state.step == 3, stage
+        assert [entry.name for entry in (out / "checkpoints").iterdir()] == [before.path.name], (
+            stage
+        )
 
 
 def test_checkpoints_are_validated_with_one_line_errors(backend, straight, tmp_path, capsys):

@@ -15,6 +15,7 @@ from common.cli import main
 from common.weights import load_weights
 
 from .conftest import get_backend
+from .processes import WHOLE_RUN_STARTUPS, bound
 
 TINY = [
     "--epochs",
@@ -186,8 +187,8 @@ def test_compare_writes_the_report(fashion_mnist, tmp_path, capsys):
     for name in BACKENDS:
         assert (out / name / "weights.npz").is_file() and is_png(out / name / "curves.png")
         row = summary["cross_accuracy"][name]
-        # a model scores the same whichever framework runs it
-        assert max(row.values()) - min(row.values()) <= 1 / 128 + 1e-9, row
+        # a model scores the same whichever framework runs it, to the last image (the README)
+        assert set(row) == set(BACKENDS) and len(set(row.values())) == 1, row
     # an existing, non-empty run folder is never overwritten
     assert main(["compare", "--out", str(out), *TINY]) == 2
 
@@ -382,6 +383,7 @@ def test_console_script_reports_errors_without_traceback(tmp_path):
         ],
         capture_output=True,
         text=True,
+        timeout=bound("torch", WHOLE_RUN_STARTUPS),
     )
     assert result.returncode == 2
     assert "not a NiN weights file" in result.stderr and "Traceback" not in result.stderr

@@ -120,6 +120,10 @@ def test_augmentation_is_a_seeded_shift_and_flip(fmnist):
     assert all(np.array_equal(a, b) for a, b in zip((rows, columns, flips), again))
     assert not np.array_equal(rows, data.augmentation(seed=3, epoch=2, count=64)[0])
     assert set(rows) <= set(range(-2, 3)) and 0 < flips.sum() < 64
+    # every shift from -2 to 2 is drawn, rows and columns independently
+    many = data.augmentation(seed=0, epoch=0, count=1000)
+    assert set(many[0]) == set(many[1]) == set(range(-2, 3))
+    assert not np.array_equal(many[0], many[1])
     shifted = data.augment(images, rows, columns, flips)
     for index in range(64):
         padded = np.pad(images[index], 2)
@@ -298,7 +302,8 @@ def test_loader_shuffle_is_a_per_epoch_seeded_permutation():
     first = _order(loader, 0)
     assert sorted(first.tolist()) == list(range(1000))
     assert np.array_equal(first, _order(_indexed_loader(shuffle=True, seed=0), 0))
-    assert np.array_equal(first, _order(loader))  # __iter__ is epoch 0
+    assert np.array_equal(first, _order(loader))  # epoch's default is epoch 0
+    assert np.array_equal(first, np.concatenate([y for _, y in loader]))  # and so is __iter__
     assert not np.array_equal(first, _order(loader, 1))
     assert not np.array_equal(first, _order(_indexed_loader(shuffle=True, seed=1), 0))
     assert np.array_equal(first, np.random.default_rng([0, 0]).permutation(1000))

@@ -9,7 +9,6 @@ import os
 import re
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -23,11 +22,11 @@ from common.cli import build_parser, main
 from common.cli.workers import command_line
 from common.platform import launcher
 from common.platform.engines import TFConfig
-from common.tools.checkpoint import checkpoint_folders
+from common.tools.checkpoint import checkpoint_folders, latest_checkpoint
 from common.tools.config import RunConfig
 from common.weights import init_weights, load_weights
 
-ROOT = Path(__file__).resolve().parents[1]
+from .processes import FIRST_STEP_STARTUPS, STOPPING_STARTUPS, Child, bound, markers
 
 # 105 images at a global batch of 32: 3 full steps, then 9 images split 4 + 5, so the uneven
 # last shard is covered. Plain momentum at a constant rate: an update that summed instead of
@@ -57,11 +56,14 @@ EQUALITY = [
     "0.25",
     "--no-progress",
 ]
-# Measured (2026-11-25, all three frameworks): the losses agree to 2.4e-7 and the weights to
-# 1.5e-8, while training moves them by up to 1.1e-2 (1.4e-6 of that). Summing instead of
-# averaging two workers' gradients would be off by about half of it.
-LOSS_TOLERANCE = 1e-5
-WEIGHT_TOLERANCE = 1e-4  # of the largest distance a weight moved from its initial value
+# Measured (2026-12-02, this 2-core machine): the losses agree to 1.2e-7 in all three
+# frameworks (2.4e-7 when first measured); the weights to 4.7e-7 in PyTorch, whose oneDNN
+# convolutions pick other kernels for a batch of 16 than of 32, and to 7.5e-9 in MXNet and
+# Keras, while training moves them by 1.1e-2. The README states these bounds, so they are the
+# tolerances. Summing instead of averaging two workers' gradients would be off by about half
+# of the distance moved.
+LOSS_TOLERANCE = 2.4e-7
+WEIGHT_TOLERANCE = 5e-7
 
 
 def losses(run_dir: Path) -> list[float]:
@@ -69,19 +71,21 @@ def losses(run_dir: Path) -> list[float]:
     return [record["train_loss"] for record in records if record["kind"] == "step"]
 
 
-def assert_same_training(run: Path, reference: Path, tolerance: float = WEIGHT_TOLERANCE) -> None:
+def assert_same_training(
+    run: Path, reference: Path, loss_tolerance=LOSS_TOLERANCE, weight_tolerance=WEIGHT_TOLERANCE
+) -> None:
     assert (
         json.loads((run / "config.json").read_text())["config"]
         == json.loads((reference / "config.json").read_text())["config"]
     )
-    np.testing.assert_allclose(losses(run), losses(reference), rtol=0, atol=LOSS_TOLERANCE)
+    np.testing.assert_allclose(losses(run), losses(reference), rtol=0, atol=loss_tolerance)
     config = RunConfig.from_dict(json.loads((reference / "config.json").read_text())["config"])
     start = init_weights(config.spec(), config.seed)
     ours, theirs = (load_weights(path / "weights.npz").arrays for path in (run, reference))
     moved = max(float(np.abs(theirs[name] - start[name]).max()) for name in theirs)
     differ = max(float(np.abs(ours[name] - theirs[name]).max()) for name in theirs)
     assert moved > 1e-3  # the test can fail: training moved the weights
-    assert differ <= tolerance * moved, (differ, moved)
+    assert differ <= weight_tolerance, f"weights differ by {differ:.2e} (moved {moved:.2e})"
 
 
 def test_two_workers_take_the_steps_of_one_process(backend, fashion_mnist, tmp_path, capfd):
@@ -127,55 +131,33 @@ def test_two_workers_take_the_steps_of_one_process(backend, fashion_mnist, tmp_p
 
 def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_path):
     """SIGKILL one worker of a running MXNet launch (whose scheduler and server would wait for
-    it for ever): every process is gone within seconds, with one line naming the worker; then
-    the run resumes on 2 workers and ends where an uninterrupted run ends."""
+    it for ever): every process is gone at once, with one line naming the worker; then the run
+    resumes on 2 workers and ends where an uninterrupted run ends."""
     from .conftest import get_backend
 
     get_backend("mxnet")
     run, reference = tmp_path / "run", tmp_path / "reference"
     flags = [*EQUALITY, "--train-limit", "1024"]  # 32 steps: plenty of time to kill one
-    launcher = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "common.cli",
-            "train",
-            "--backend",
-            "mxnet",
-            "--out",
-            str(run),
-            "--workers",
-            "2",
-            "--batch-size",
-            "16",
-            "--checkpoint-every",
-            "1",
-            *flags,
-        ],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    try:
-        started = next(line for line in launcher.stdout if line.startswith("started"))
+    command = ["train", "--backend", "mxnet", "--out", str(run), "--workers", "2"]
+    with Child.nin(*command, "--batch-size", "16", "--checkpoint-every", "1", *flags) as launch:
+        launch.wait_until(
+            lambda: "started" in launch.stdout, bound("mxnet", FIRST_STEP_STARTUPS), "start"
+        )
+        started = next(line for line in launch.stdout.splitlines() if line.startswith("started"))
         pids = {
             name: int(pid)
             for name, pid in re.findall(r"(?:started |, )([\w ]+?) \(pid (\d+)\)", started)
         }
         assert set(pids) == {"worker 0", "worker 1", "MXNet scheduler", "MXNet server"}
-        deadline = time.monotonic() + 120
-        while not checkpoint_folders(run) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert checkpoint_folders(run), "no checkpoint within 2 minutes"
+        launch.wait_until(
+            lambda: checkpoint_folders(run),
+            bound("mxnet", FIRST_STEP_STARTUPS, processes=len(pids)),
+            "first checkpoint",
+        )
         os.kill(pids["worker 1"], signal.SIGKILL)
-        killed = time.monotonic()
-        _, error = launcher.communicate(timeout=60)
-    finally:
-        launcher.kill()
-    assert launcher.returncode == 1, error
-    assert time.monotonic() - killed < 15, error
+        # The launcher notices a death within its poll, then stops the rest: no start-up.
+        assert launch.finish(bound("mxnet", STOPPING_STARTUPS)) == 1, launch.stderr
+    error = launch.stderr
     message = [line for line in error.splitlines() if line.startswith("nin train:")]
     assert message == [
         f"nin train: error: worker 1 (pid {pids['worker 1']}) was killed by "
@@ -207,7 +189,40 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
         == 0
     )
     # The same computations in the same order (a sum of two is the same either way round).
-    assert_same_training(run, reference, tolerance=0)
+    assert_same_training(run, reference, loss_tolerance=0, weight_tolerance=0)
+
+
+def test_ctrl_c_stops_every_worker_after_one_step_and_resumes_on_another_count(
+    backend, fashion_mnist, tmp_path
+):
+    """SIGINT to the launcher (what Ctrl-C sends) stops both workers after the same step with
+    one checkpoint; the run then resumes in one process at the same global batch and ends
+    where a one-process run ends."""
+    run, reference, marks = tmp_path / "run", tmp_path / "reference", tmp_path / "markers"
+    flags = EQUALITY  # 4 steps; the signal comes within the first
+    command = ["train", "--backend", backend.BACKEND, "--out", str(run), "--workers", "2"]
+    engine = BACKENDS[backend.BACKEND].engine  # with MXNet's scheduler and server too
+    processes = 2 + len(engine.helpers(2, list(range(engine.ports_needed(2)))))
+    env = {"NIN_MARKERS": str(marks)}
+    with Child.nin(*command, "--batch-size", "16", *flags, env=env) as launch:
+        launch.wait_until(
+            lambda: ("step", 1) in markers(marks),
+            bound(backend.BACKEND, FIRST_STEP_STARTUPS, processes),
+            "first step",
+        )
+        launch.process.send_signal(signal.SIGINT)
+        status = launch.finish(bound(backend.BACKEND, FIRST_STEP_STARTUPS, processes))
+    assert status == 130, launch.stderr
+    assert f"resume with: nin train --resume {run} --workers 2" in launch.stderr
+    steps = [step for point, step in markers(marks) if point == "step"]
+    last = max(steps)
+    assert steps.count(last) == 2, "the workers stopped after different steps"
+    assert latest_checkpoint(run).state.step == last < 4
+    assert main(["train", "--resume", str(run), "--no-progress"]) == 0  # one process
+    assert json.loads((run / "summary.json").read_text())["resumed"]
+    one = ["train", "--backend", backend.BACKEND, "--out", str(reference), "--batch-size", "32"]
+    assert main([*one, *flags]) == 0
+    assert_same_training(run, reference)
 
 
 # -- the launcher, with plain Python processes ---------------------------------------------------

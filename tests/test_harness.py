@@ -13,6 +13,7 @@ from common import backends
 from common.backends import BACKENDS
 
 from .conftest import ROOT, get_backend
+from .processes import WHOLE_RUN_STARTUPS, bound
 
 NAME = "mxnet"  # any backend; MXNet's is the framework most likely to break (NumPy >= 1.24)
 FRAMEWORK = BACKENDS[NAME].framework
@@ -45,7 +46,7 @@ def _pytest(tmp_path, *plugin_lines: str, path_first: str | None = None):
         env=environment,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=bound(None, WHOLE_RUN_STARTUPS),
     )
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from common.backends import BACKENDS
 
 from .conftest import get_backend
+from .processes import WHOLE_RUN_STARTUPS, bound
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "docs" / "nin.ipynb"
 TINY = f"""BACKENDS = {list(BACKENDS)!r}
@@ -29,7 +30,7 @@ def test_notebook_runs_from_top_to_bottom(fashion_mnist, tmp_path):
     parameters[0].source = TINY
     NotebookClient(
         notebook,
-        timeout=600,
+        timeout=bound(None, WHOLE_RUN_STARTUPS),  # per cell
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()

@@ -34,6 +34,7 @@ from common.weights import (
 )
 
 from .conftest import get_backend
+from .processes import WHOLE_RUN_STARTUPS, bound
 
 NAMES = list(BACKENDS)
 REFERENCE = "torch"  # the backend the others are held to in lock-step
@@ -578,7 +579,10 @@ def test_keras_on_another_backend_is_a_clear_error():
         "try:\n    import nin_tf\nexcept BackendUnavailable as error:\n    print(error)\n"
     )
     result = subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=bound("tf", WHOLE_RUN_STARTUPS),
     )
     assert "already imported with the 'torch' backend" in result.stdout, result.stderr[-500:]
     # The command line sets the backend itself, whatever KERAS_BACKEND says.
@@ -588,7 +592,7 @@ def test_keras_on_another_backend_is_a_clear_error():
         [sys.executable, "-m", "common.cli", "params", "--backend", "tf"],
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=bound("tf", WHOLE_RUN_STARTUPS),
         env={**os.environ, "KERAS_BACKEND": "torch"},
     )
     assert result.returncode == 0 and "1,992,166" in result.stdout, result.stderr[-500:]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..platform import failpoints
 from ..platform.files import fsync_directory
 from ..spec import Spec, spec_from_dict
 from ..training import OptimizerState, TrainingState
@@ -78,6 +79,7 @@ def save_checkpoint(
     temporary = root / f".{name}.tmp-{os.getpid()}"
     shutil.rmtree(temporary, ignore_errors=True)
     temporary.mkdir()
+    failpoints.reached("save:begun", state.step)
     try:
         optimizer = trainer.optimizer_state()
         header = {
@@ -99,10 +101,12 @@ def save_checkpoint(
             np.savez(file, __header__=np.array(json.dumps(header)), **arrays)
             file.flush()
             os.fsync(file.fileno())
+        failpoints.reached("save:state", state.step)
         native = backend.save_native(trainer.net, temporary / f"model{backend.NATIVE_SUFFIX}")
         with open(native, "rb+") as file:
             os.fsync(file.fileno())
         fsync_directory(temporary)
+        failpoints.reached("save:native", state.step)
         final = root / name
         if final.exists():  # the same position again: swap it out, then drop the old copy
             stale = root / f".{name}.old-{os.getpid()}"
@@ -112,12 +116,14 @@ def save_checkpoint(
         else:
             os.replace(temporary, final)
         fsync_directory(root)
+        failpoints.reached("save:renamed", state.step)
     except BaseException:
         shutil.rmtree(temporary, ignore_errors=True)
         raise
     for entry in root.iterdir():  # the new one is complete: older ones and leftovers go
         if entry.name != name and (_NAME.match(entry.name) or entry.name.startswith(".")):
             shutil.rmtree(entry, ignore_errors=True)
+    failpoints.reached("save:done", state.step)
     return final
 
 
@@ -170,26 +176,38 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         if header.get("format_version") != FORMAT_VERSION:
             raise CheckpointError(
                 f"{path} has checkpoint format version "
-                f"{header.get('format_version')!r}; this nin reads "
+                f"{header.get('format_version')!r:.40}; this nin reads "
                 f"version {FORMAT_VERSION}"
             )
         try:
             spec = spec_from_dict(header["spec"])
+            expected = canonical_shapes(spec)
             config = RunConfig.from_dict(header["config"]).check()
             state = TrainingState.from_dict(header["state"])
             optimizer_name, step = header["optimizer"]["name"], header["optimizer"]["step"]
             backend = header["backend"]
             if (
                 optimizer_name not in _SLOTS
+                or isinstance(step, bool)
                 or not isinstance(step, int)
                 or step < 0
                 or not isinstance(backend, str)
             ):
                 raise ValueError("bad optimizer or backend entry")
-        except (ValueError, KeyError, TypeError, AttributeError) as error:
+            versions = header.get("versions")
+            if versions is not None and not isinstance(versions, dict):
+                raise ValueError(f"versions must be an object, got {versions!r:.40}")
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            OverflowError,
+            RecursionError,
+        ) as error:
             detail = " ".join(str(error).split())[:200] or type(error).__name__
             raise CheckpointError(f"{path} has a damaged header: {detail}") from None
-        expected = canonical_shapes(spec)
+        _check_position(path, config, state)
         wanted = {f"weights/{key}": shape for key, shape in expected.items()}
         slots = _SLOTS[optimizer_name] if step else ()
         for slot in slots:
@@ -228,8 +246,28 @@ def load_checkpoint(folder: Path) -> Checkpoint:
         state,
         weights,
         OptimizerState(optimizer_name, step, moments),
-        dict(header.get("versions") or {}),
+        dict(versions or {}),
     )
+
+
+def _check_position(path: Path, config: RunConfig, state: TrainingState) -> None:
+    """That `state`'s position is one a run of `config` reaches: within its epochs, and the
+    step the epochs and batches done make (each epoch is `config`'s training images in
+    batches, the last one partial if they do not divide)."""
+    batches = -(-config.train_images // config.batch_size)
+    where = f"its position (epoch {state.epoch!r:.20}, batch {state.batch!r:.20}, step "
+    where += f"{state.step!r:.20})"
+    if state.batch >= batches:
+        raise CheckpointError(
+            f"{path}: {where} is beyond an epoch of its config's {batches} batch(es)"
+        )
+    if state.epoch > config.epochs or (state.epoch == config.epochs and state.batch):
+        raise CheckpointError(f"{path}: {where} is past its config's {config.epochs} epoch(s)")
+    if state.step != state.epoch * batches + state.batch:
+        raise CheckpointError(
+            f"{path}: {where} does not add up: {batches} batch(es) per epoch make step "
+            f"{state.epoch * batches + state.batch!r:.20}"
+        )
 
 
 def check_resumable(

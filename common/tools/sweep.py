@@ -180,6 +180,7 @@ class CellStats:
     per_class: np.ndarray  # (seeds, classes)
     never_predicted: list[int]  # per seed: classes never predicted
     seconds: np.ndarray
+    seeds: list[int]  # the seed of each run: differences pair runs by it
 
     @property
     def mean(self) -> float:
@@ -202,6 +203,7 @@ def cell_stats(summaries: list[dict]) -> CellStats:
         np.array([summary["per_class_accuracy"] for summary in summaries]),
         [len(summary["classes_never_predicted"]) for summary in summaries],
         np.array([summary["train_seconds"] for summary in summaries]),
+        [summary["config"]["seed"] for summary in summaries],
     )
 
 
@@ -213,7 +215,10 @@ def paired_difference(
     Paired because the same seed is the same initial weights and data order in every
     backend (and every head), so seed-to-seed luck cancels in the difference.
     """
-    difference = np.asarray(a, float) - np.asarray(b, float)
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired samples must match, seed for seed: {len(a)} and {len(b)} runs")
+    difference = a - b
     if len(difference) < 2:
         return float(difference.mean()), float("nan"), float("nan")
     rng = np.random.default_rng(seed)
@@ -225,6 +230,10 @@ def paired_difference(
 
 
 def verdict(mean: float, low: float, high: float, spread: float) -> str:
+    """Whether a paired difference is more than the seeds' luck: whether its interval
+    excludes 0 (the spread, the seeds' own, is context, not the test)."""
+    if np.isnan(mean):
+        return "no answer: a run's accuracy is not a number"
     if np.isnan(low):
         return "one seed only: no interval"
     if low <= 0 <= high:
@@ -340,7 +349,7 @@ def _difference(
 ) -> PairedDifference | None:
     """`first` − `second`, or None unless both cells have runs for the same seeds."""
     a, b = stats.get(first_key), stats.get(second_key)
-    if a is None or b is None or len(a.accuracies) != len(b.accuracies):
+    if a is None or b is None or a.seeds != b.seeds:
         return None
     mean, low, high = paired_difference(a.accuracies, b.accuracies)
     return PairedDifference(within, first, second, mean, low, high, float(np.mean([a.std, b.std])))
@@ -473,14 +482,14 @@ def _framework_section(result: SweepResult) -> list[str]:
         for item in result.framework_differences
     ]
     return [
-        "## Is the difference between two frameworks larger than the spread across seeds?",
+        "## Do two frameworks differ by more than the seeds explain?",
         "",
         "Mean paired difference in test accuracy and its 95% bootstrap interval over "
         "seeds (paired: a seed is the same initial weights and the same data order in "
         "every framework, so only the dropout masks and float rounding differ).",
         "",
         format_table(
-            ["variant", "difference", "mean", "95% interval", "larger than the seed spread?"],
+            ["variant", "difference", "mean", "95% interval", "more than the seeds explain?"],
             rows,
             markdown=True,
         ),
