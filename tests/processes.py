@@ -125,10 +125,10 @@ class Child:
 
 
 def markers(path: Path) -> list[tuple[str, int]]:
-    """The (point, step) lines a run left in its NIN_MARKERS file (common.platform.failpoints)."""
+    """The (point, step) lines a run left in its NIN_MARKERS file (common.platform.failpoints);
+    read while the run writes, a last line without its newline is still being written."""
     if not path.exists():
         return []
-    return [
-        (point, int(step))
-        for point, step in (line.split() for line in path.read_text().splitlines() if line)
-    ]
+    text = path.read_text()
+    lines = text.splitlines() if text.endswith("\n") else text.splitlines()[:-1]
+    return [(point, int(step)) for point, step in (line.split() for line in lines)]

@@ -140,20 +140,20 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
     flags = [*EQUALITY, "--train-limit", "1024"]  # 32 steps: plenty of time to kill one
     command = ["train", "--backend", "mxnet", "--out", str(run), "--workers", "2"]
     with Child.nin(*command, "--batch-size", "16", "--checkpoint-every", "1", *flags) as launch:
-        launch.wait_until(
+        assert launch.wait_until(
             lambda: "started" in launch.stdout, bound("mxnet", FIRST_STEP_STARTUPS), "start"
-        )
+        ), launch.stderr
         started = next(line for line in launch.stdout.splitlines() if line.startswith("started"))
         pids = {
             name: int(pid)
             for name, pid in re.findall(r"(?:started |, )([\w ]+?) \(pid (\d+)\)", started)
         }
         assert set(pids) == {"worker 0", "worker 1", "MXNet scheduler", "MXNet server"}
-        launch.wait_until(
+        assert launch.wait_until(
             lambda: checkpoint_folders(run),
             bound("mxnet", FIRST_STEP_STARTUPS, processes=len(pids)),
             "first checkpoint",
-        )
+        ), launch.stderr
         os.kill(pids["worker 1"], signal.SIGKILL)
         # The launcher notices a death within its poll, then stops the rest: no start-up.
         assert launch.finish(bound("mxnet", STOPPING_STARTUPS)) == 1, launch.stderr
@@ -205,11 +205,11 @@ def test_ctrl_c_stops_every_worker_after_one_step_and_resumes_on_another_count(
     processes = 2 + len(engine.helpers(2, list(range(engine.ports_needed(2)))))
     env = {"NIN_MARKERS": str(marks)}
     with Child.nin(*command, "--batch-size", "16", *flags, env=env) as launch:
-        launch.wait_until(
+        assert launch.wait_until(
             lambda: ("step", 1) in markers(marks),
             bound(backend.BACKEND, FIRST_STEP_STARTUPS, processes),
             "first step",
-        )
+        ), launch.stderr
         launch.process.send_signal(signal.SIGINT)
         status = launch.finish(bound(backend.BACKEND, FIRST_STEP_STARTUPS, processes))
     assert status == 130, launch.stderr

@@ -30,7 +30,7 @@ def test_notebook_runs_from_top_to_bottom(fashion_mnist, tmp_path):
     parameters[0].source = TINY
     NotebookClient(
         notebook,
-        timeout=bound(None, WHOLE_RUN_STARTUPS),  # per cell
+        timeout=int(bound(None, WHOLE_RUN_STARTUPS)),  # per cell, whole seconds
         kernel_name="python3",
         resources={"metadata": {"path": str(tmp_path)}},
     ).execute()
