@@ -48,6 +48,11 @@ def _finite_number(value) -> bool:
         return False
 
 
+def _whole(value) -> bool:
+    """Whether `value` is a whole number >= 0 (not a bool)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How each step trains: optimizer, learning-rate schedule, clipping and input treatment.
@@ -88,11 +93,7 @@ class Recipe:
             )
         if not (_finite_number(self.weight_decay) and 0 <= self.weight_decay < 1):
             raise ValueError(f"weight decay must be in [0, 1), got {self.weight_decay!r:.40}")
-        if (
-            isinstance(self.warmup_steps, bool)
-            or not isinstance(self.warmup_steps, int)
-            or self.warmup_steps < 0
-        ):
+        if not _whole(self.warmup_steps):
             raise ValueError(
                 f"warmup steps must be a whole number >= 0, got {self.warmup_steps!r:.40}"
             )
@@ -263,16 +264,12 @@ class TrainingState:
                 f"the history holds {len(history)} epoch(s), but the position says "
                 f"{position[0]!r:.20} are complete (one entry per epoch)"
             )
-        if [metrics.epoch for metrics in history] != list(range(1, len(history) + 1)):
-            numbers = [metrics.epoch for metrics in history]
+        epochs = [metrics.epoch for metrics in history]
+        if epochs != list(range(1, len(history) + 1)):
             raise ValueError(
-                f"the history's epochs are numbered {numbers!r:.60}, expected 1 to {len(history)}"
+                f"the history's epochs are numbered {epochs!r:.60}, expected 1 to {len(history)}"
             )
         return cls(*position, *sums, float(data["epoch_seconds"]), history, points)
-
-
-def _whole(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 # The fields of the stored metrics that are whole numbers (>= 0) rather than finite numbers,
