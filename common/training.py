@@ -289,6 +289,27 @@ def _check_metrics(where: str, metrics: EpochMetrics | StepMetrics) -> None:
             raise ValueError(f"{where}: {name} must be {kind}, got {value!r:.40}")
 
 
+_RECORD_KINDS = {"epoch": EpochMetrics, "step": StepMetrics}
+
+
+def metrics_from_record(record) -> EpochMetrics | StepMetrics:
+    """A record of metrics.jsonl (an EpochMetrics' or StepMetrics' `to_dict`) read back,
+    every field checked as a checkpoint's history is; ValueError for anything else."""
+    if not isinstance(record, dict) or record.get("kind") not in _RECORD_KINDS:
+        raise ValueError('a record is a JSON object whose "kind" is "epoch" or "step"')
+    kind = _RECORD_KINDS[record["kind"]]
+    given = {name: value for name, value in record.items() if name != "kind"}
+    try:
+        metrics = kind(**given)
+    except TypeError:  # a field missing or unknown
+        expected = ", ".join(item.name for item in fields(kind))
+        raise ValueError(
+            f"{record['kind']} records have the fields {expected}; got {', '.join(given)!s:.120}"
+        ) from None
+    _check_metrics(f"the {record['kind']} record", metrics)
+    return metrics
+
+
 def accuracy(predict: Callable[[np.ndarray], np.ndarray], batches: Iterable) -> float:
     """Fraction of correctly classified examples; `predict` maps images to logits."""
     predicted, labels = predict_classes(predict, batches)

@@ -12,6 +12,8 @@ import pytest
 
 from common.backends import BACKENDS
 from common.cli import main
+from common.tools.runs import load_result, read_metrics
+from common.training import EpochMetrics, StepMetrics
 from common.weights import load_weights
 
 from .conftest import get_backend
@@ -300,6 +302,55 @@ def test_a_rejected_run_leaves_nothing_behind(tmp_path, monkeypatch, capsys):
         assert main(argv) == 2, argv
     assert list(tmp_path.iterdir()) == [], "no runs/ folder may be left behind"
     capsys.readouterr()
+
+
+_GOOD_METRICS = [
+    StepMetrics(step=4, epoch=0.5, train_loss=1.5, train_accuracy=0.4),
+    EpochMetrics(1, 1.2, 0.5, 0.7, 900.0, 3.5, classes_predicted=10),
+]
+
+
+def test_a_finished_runs_metrics_read_back_as_written(tmp_path):
+    records = [metrics.to_dict() for metrics in _GOOD_METRICS]
+    (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    assert read_metrics(tmp_path / "metrics.jsonl") == ([_GOOD_METRICS[1]], [_GOOD_METRICS[0]])
+
+
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        ("not json", "Expecting value"),
+        ("[1, 2]", 'a record is a JSON object whose "kind" is "epoch" or "step"'),
+        ('{"kind": "test"}', 'whose "kind" is "epoch" or "step"'),
+        ('{"kind": "epoch", "epoch": 1}', "epoch records have the fields epoch, train_loss,"),
+        (
+            '{"kind": "step", "step": 9, "epoch": 1, "train_loss": NaN, "train_accuracy": 0.1}',
+            "the step record: train_loss must be a finite number, got nan",
+        ),
+        (
+            '{"kind": "step", "step": -9, "epoch": 1, "train_loss": 1, "train_accuracy": 0.1}',
+            "the step record: step must be a whole number >= 0, got -9",
+        ),
+        ("[" * 100_000, "recursion"),
+    ],
+    ids=["not-json", "not-an-object", "unknown-kind", "missing-fields", "nan", "negative", "deep"],
+)
+def test_a_damaged_metrics_file_is_one_line_naming_the_line(tmp_path, line, message):
+    """A run folder is the user's: `compare --resume` and a sweep read its metrics.jsonl back,
+    and an edited or damaged line must be a one-line error (exit 2), not a traceback."""
+    good = json.dumps(_GOOD_METRICS[0].to_dict())
+    path = tmp_path / "metrics.jsonl"
+    path.write_text(f"{good}\n{line}\n{good}\n")
+    with pytest.raises(ValueError) as raised:
+        read_metrics(path)
+    assert str(raised.value).startswith(f"{path}, line 2: "), str(raised.value)[:200]
+    assert message in str(raised.value) and "\n" not in str(raised.value)
+
+
+def test_a_summary_that_is_not_a_runs_is_refused(tmp_path):
+    (tmp_path / "summary.json").write_text('["not", "a", "summary"]')
+    with pytest.raises(ValueError, match="is not a run's summary"):
+        load_result(tmp_path)
 
 
 def test_a_run_folder_is_new_despite_the_launchers_logs_and_another_workers_probe(tmp_path):

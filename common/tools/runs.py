@@ -26,7 +26,13 @@ from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
 from ..data import CLASS_NAMES, DataLoader
 from ..platform.files import atomic_write
 from ..platform.machine import machine_description
-from ..training import EpochMetrics, StepMetrics, TrainingState, predict_classes
+from ..training import (
+    EpochMetrics,
+    StepMetrics,
+    TrainingState,
+    metrics_from_record,
+    predict_classes,
+)
 from . import plots
 from .checkpoint import DIRECTORY, Checkpoint, save_checkpoint
 from .config import RunConfig
@@ -379,14 +385,23 @@ def load_result(run_dir: Path) -> RunResult:
     summary = read_summary(run_dir)
     if summary is None:
         raise ValueError(f"{run_dir} holds no finished run ({SUMMARY} is missing)")
-    history, points = [], []
-    for line in (run_dir / METRICS).read_text().splitlines():
-        record = json.loads(line)
-        kind = record.pop("kind")
-        (history if kind == "epoch" else points).append(
-            EpochMetrics(**record) if kind == "epoch" else StepMetrics(**record)
-        )
+    if not isinstance(summary, dict) or summary.get("backend") not in FRAMEWORK_LABELS:
+        raise ValueError(f"{run_dir / SUMMARY} is not a run's summary (no known backend)")
+    history, points = read_metrics(run_dir / METRICS)
     return RunResult(summary["backend"], None, history, points, summary, run_dir)
+
+
+def read_metrics(path: Path) -> tuple[list[EpochMetrics], list[StepMetrics]]:
+    """The epoch records and logged points of a metrics.jsonl; ValueError naming the line
+    of a damaged file (a run folder is a user's file, and may have been edited)."""
+    history, points = [], []
+    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+        try:
+            metrics = metrics_from_record(json.loads(line))
+        except (ValueError, RecursionError) as error:  # RecursionError: JSON nested too deep
+            raise ValueError(f"{path}, line {number}: {error}") from None
+        (history if isinstance(metrics, EpochMetrics) else points).append(metrics)
+    return history, points
 
 
 def ensure_run(backend_name: str, config: RunConfig, out: Path, **options) -> RunResult:
