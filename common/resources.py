@@ -83,11 +83,12 @@ DEVICES = ("cpu", "cuda")
 def format_bytes(n: int | float) -> str:
     """Binary units with one decimal: ``format_bytes(7_968_664) == '7.6 MiB'``."""
     value = float(n)
-    if abs(value) < 1024:
-        return f"{int(value)} B"
+    if abs(round(value)) < 1024:
+        return f"{value:.0f} B"
     for unit in ("KiB", "MiB", "GiB", "TiB"):
         value /= 1024
-        if abs(value) < 1024 or unit == "TiB":
+        # The unit is chosen after rounding: 1,048,575 B is 1.0 MiB, not 1024.0 KiB.
+        if abs(round(value, 1)) < 1024 or unit == "TiB":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")
 
@@ -99,7 +100,7 @@ def format_count(n: int | float, unit: str = "") -> str:
         if abs(value) < 999.5 or prefix == "T":
             break
         value /= 1000
-    text = f"{value:.3g}" if prefix else f"{int(value)}"
+    text = f"{value:.3g}" if prefix else f"{value:.0f}"  # rounded, as the prefixed ones are
     return f"{text} {prefix}{unit}".rstrip()
 
 

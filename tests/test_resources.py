@@ -154,6 +154,9 @@ def test_formatting_and_comparison():
     assert res.format_count(1_992_166) == "1.99 M"
     assert res.format_count(46_764_746) == "46.8 M"
     assert res.format_count(12) == "12"
+    # Rounded, never cut: below the first prefix too, and before the unit is chosen.
+    assert res.format_count(12.7) == "13" and res.format_bytes(1023.6) == "1.0 KiB"
+    assert res.format_count(999_499) == "999 K" and res.format_count(999_500) == "1 M"
     assert res.format_flops(7.69e8) == "0.769 GFLOPs"
 
     result = res.resources()
@@ -514,7 +517,7 @@ def test_formatting_at_the_unit_boundaries():
     assert res.format_bytes(1023) == "1023 B"
     assert res.format_bytes(1024) == "1.0 KiB"
     assert res.format_bytes(1536) == "1.5 KiB"
-    assert res.format_bytes(1024**2 - 1) == "1024.0 KiB"
+    assert res.format_bytes(1024**2 - 1) == "1.0 MiB"  # rounded before the unit is chosen
     assert res.format_bytes(1024**2) == "1.0 MiB"
     assert res.format_bytes(5 * 1024**4) == "5.0 TiB"
     assert res.format_bytes(5000 * 1024**4) == "5000.0 TiB"  # no unit above TiB
@@ -806,7 +809,7 @@ def test_the_comparison_right_aligns_human_units():
     ]
 
 
-def test_formatting_rounds_and_truncates_at_the_edges():
+def test_formatting_rounds_at_the_edges():
     # three significant digits round up across a power of ten
     assert res.format_flops(999_500_000) == "1 GFLOPs"
     assert res.format_flops(999_400_000) == "0.999 GFLOPs"
@@ -814,6 +817,6 @@ def test_formatting_rounds_and_truncates_at_the_edges():
     # below 1000 a count is a whole number, above it three significant digits
     assert res.format_count(12.25) == "12"
     assert res.format_count(12_250) == "12.2 K"
-    assert res.format_bytes(1023.9) == "1023 B"
+    assert res.format_bytes(1023.9) == "1.0 KiB" and res.format_bytes(1023.4) == "1023 B"
     assert res.format_bytes(1280) == "1.2 KiB"  # 1.25: round half to even
-    assert res.format_bytes(1024**4 - 1) == "1024.0 GiB"
+    assert res.format_bytes(1024**4 - 1) == "1.0 TiB"
