@@ -4,8 +4,10 @@ itself (tests/test_checkpoint.py resumes real runs in every framework)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import math
+import os
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -14,6 +16,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from common.platform import failpoints
+from common.platform.files import fsync_directory
 from common.tools.checkpoint import (
     DIRECTORY,
     FORMAT,
@@ -62,13 +66,15 @@ class Backend:
 
     @staticmethod
     def save_native(net, path):
-        Path(path).write_bytes(b"native weights")
+        Path(path).write_bytes(net.native)
         return path
 
 
 class Trainer:
     def __init__(self, seed: int = 0, optimizer: str = "adam", step: int = 5):
-        self.net = SimpleNamespace(spec=SPEC, weights=probe_weights(SPEC, seed))
+        self.net = SimpleNamespace(
+            spec=SPEC, weights=probe_weights(SPEC, seed), native=f"native weights {seed}".encode()
+        )
         names = {"sgd": (), "momentum": ("velocity",), "adam": ("m", "v")}[optimizer]
         self.slots = {
             slot: probe_weights(SPEC, seed + 1 + index) for index, slot in enumerate(names)
@@ -118,7 +124,7 @@ def test_a_checkpoint_round_trips_everything_it_holds(tmp_path):
     folder, model = _save(tmp_path, step=5)
     assert folder == tmp_path / DIRECTORY / "step-000000005"
     assert sorted(path.name for path in folder.iterdir()) == ["model.native", STATE_FILE]
-    assert (folder / "model.native").read_bytes() == b"native weights"
+    assert (folder / "model.native").read_bytes() == model.net.native
     checkpoint = load_checkpoint(folder)
     assert checkpoint.path == folder and checkpoint.backend == Backend.BACKEND
     assert checkpoint.spec == SPEC and checkpoint.spec.to_dict() == SPEC.to_dict()
@@ -210,6 +216,128 @@ def test_a_failed_write_leaves_the_previous_checkpoint_and_no_debris(tmp_path):
     assert load_checkpoint(previous).state.step == 5
 
 
+def test_a_failed_swap_at_the_same_position_puts_the_previous_checkpoint_back(
+    tmp_path, monkeypatch
+):
+    """The same position again is two renames: the old copy out of the way, the new one in.
+    If the second fails, the old copy must not stay under its hidden name (which no reader
+    looks at and the next save removes)."""
+    previous, _ = _save(tmp_path, step=9)
+    replace = os.replace
+
+    def replace_but_not_the_new_copy(source, target):
+        if ".tmp-" in Path(source).name:
+            raise OSError(errno.EIO, "Input/output error")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", replace_but_not_the_new_copy)
+    with pytest.raises(OSError, match="Input/output error"):
+        save_checkpoint(tmp_path, Backend, Trainer(seed=7, step=9), CONFIG, _state(9))
+    assert list((tmp_path / DIRECTORY).iterdir()) == [previous]
+    np.testing.assert_array_equal(
+        latest_checkpoint(tmp_path).weights["nin_block_1.0.weight"],
+        Trainer(seed=0).net.weights["nin_block_1.0.weight"],
+    )
+
+
+def test_a_leftover_temporary_folder_of_the_same_name_is_cleared_first(tmp_path):
+    # a process killed mid-save whose pid this one has again (pids repeat, in containers often)
+    leftover = tmp_path / DIRECTORY / f".step-000000005.tmp-{os.getpid()}"
+    leftover.mkdir(parents=True)
+    (leftover / "debris").write_bytes(b"half a file")
+    folder, _ = _save(tmp_path, step=5)
+    assert sorted(path.name for path in folder.iterdir()) == ["model.native", STATE_FILE]
+    assert list((tmp_path / DIRECTORY).iterdir()) == [folder]
+
+
+def _unlink_refusing(name: str):
+    """os.unlink, except for files called `name` (as if another user owned them)."""
+    unlink = os.unlink
+
+    def refusing(path, *args, **kwargs):
+        if os.path.basename(path) == name:
+            raise PermissionError(errno.EPERM, "Operation not permitted", path)
+        return unlink(path, *args, **kwargs)
+
+    return refusing
+
+
+def test_debris_that_resists_removal_does_not_fail_a_save(tmp_path, monkeypatch):
+    """Once the new checkpoint is in place the save has succeeded: an older checkpoint, or the
+    copy a save at the same position swapped out, that cannot be removed stays behind for the
+    next save to try again."""
+    older, _ = _save(tmp_path, step=5)
+    (older / "locked").touch()
+    monkeypatch.setattr(os, "unlink", _unlink_refusing("locked"))
+    newest, _ = _save(tmp_path, step=9)
+    assert latest_checkpoint(tmp_path).path == newest
+    (newest / "locked").touch()
+    again = save_checkpoint(tmp_path, Backend, Trainer(seed=7, step=9), CONFIG, _state(9))
+    assert again == newest and latest_checkpoint(tmp_path).path == again
+    assert (again / "model.native").read_bytes() == Trainer(seed=7).net.native
+
+
+def test_an_interrupt_after_the_rename_is_passed_on_with_the_new_checkpoint_in_place(
+    tmp_path, monkeypatch
+):
+    previous, _ = _save(tmp_path, step=5)
+    root = tmp_path / DIRECTORY
+
+    def fsync_interrupted_at_the_root(path):
+        if Path(path) == root:
+            raise KeyboardInterrupt  # Ctrl-C during the last fsync
+        fsync_directory(path)
+
+    monkeypatch.setattr("common.tools.checkpoint.fsync_directory", fsync_interrupted_at_the_root)
+    with pytest.raises(KeyboardInterrupt):
+        _save(tmp_path, step=9)
+    assert checkpoint_folders(tmp_path) == [previous, root / "step-000000009"]
+    assert latest_checkpoint(tmp_path).state.step == 9
+
+
+def _listing(root: Path) -> dict[str, list[str]]:
+    return {entry.name: sorted(path.name for path in entry.iterdir()) for entry in root.iterdir()}
+
+
+def test_a_save_passes_its_failpoints_in_order_with_the_folder_as_each_promises(
+    tmp_path, monkeypatch
+):
+    """common.platform.failpoints: the points a save reaches (as NIN_MARKERS records them for
+    the tests that kill a run there), and what a kill at each would leave."""
+    _save(tmp_path, step=5)
+    root = tmp_path / DIRECTORY
+    seen = []
+    reached = failpoints.reached
+
+    def recording(point, step):
+        seen.append((point, step, _listing(root)))
+        reached(point, step)
+
+    monkeypatch.setattr(failpoints, "reached", recording)
+    monkeypatch.setenv("NIN_MARKERS", str(tmp_path / "markers"))
+    _save(tmp_path, step=9)
+    files = ["model.native", STATE_FILE]
+    older, temporary = {"step-000000005": files}, f".step-000000009.tmp-{os.getpid()}"
+    assert seen == [
+        ("save:begun", 9, {**older, temporary: []}),
+        ("save:state", 9, {**older, temporary: [STATE_FILE]}),
+        ("save:native", 9, {**older, temporary: files}),
+        ("save:renamed", 9, {**older, "step-000000009": files}),
+        ("save:done", 9, {"step-000000009": files}),
+    ]
+    assert (tmp_path / "markers").read_text().splitlines() == [
+        "save:begun 9",
+        "save:state 9",
+        "save:native 9",
+        "save:renamed 9",
+        "save:done 9",
+    ]
+    # the same position again: the copy swapped out is gone as soon as the new one is in
+    seen.clear()
+    save_checkpoint(tmp_path, Backend, Trainer(seed=7, step=9), CONFIG, _state(9))
+    assert seen[3] == ("save:renamed", 9, {"step-000000009": files})
+
+
 def test_folders_are_listed_oldest_first_and_only_complete_ones(tmp_path):
     assert checkpoint_folders(tmp_path) == []
     root = tmp_path / DIRECTORY
@@ -242,6 +370,9 @@ def test_the_latest_loadable_checkpoint_is_the_one_resumed(tmp_path):
         latest_checkpoint(tmp_path / "empty")
 
 
+BAD_ENTRY = "damaged header: bad optimizer or backend entry$"
+
+
 @pytest.mark.parametrize(
     "change, message",
     [
@@ -251,12 +382,12 @@ def test_the_latest_loadable_checkpoint_is_the_one_resumed(tmp_path):
         (lambda h: h.pop("spec"), "damaged header: 'spec'"),
         (lambda h: h.update(config={"epochs": 0}), "damaged header: epochs"),
         (lambda h: h.update(state={**h["state"], "step": -1}), "damaged header: a position"),
-        (lambda h: h.update(optimizer={"name": "rmsprop", "step": 5}), "bad optimizer or backend"),
-        (lambda h: h.update(optimizer={"name": "adam", "step": -1}), "bad optimizer or backend"),
-        (lambda h: h.update(optimizer={"name": "adam", "step": 5.0}), "bad optimizer or backend"),
-        (lambda h: h.update(optimizer={"name": "adam", "step": "5"}), "bad optimizer or backend"),
-        (lambda h: h.update(optimizer={"name": "adam", "step": True}), "bad optimizer or backend"),
-        (lambda h: h.update(backend=3), "bad optimizer or backend"),
+        (lambda h: h.update(optimizer={"name": "rmsprop", "step": 5}), BAD_ENTRY),
+        (lambda h: h.update(optimizer={"name": "adam", "step": -1}), BAD_ENTRY),
+        (lambda h: h.update(optimizer={"name": "adam", "step": 5.0}), BAD_ENTRY),
+        (lambda h: h.update(optimizer={"name": "adam", "step": "5"}), BAD_ENTRY),
+        (lambda h: h.update(optimizer={"name": "adam", "step": True}), BAD_ENTRY),
+        (lambda h: h.update(backend=3), BAD_ENTRY),
         (lambda h: h.pop("backend"), "damaged header: 'backend'"),
         (
             lambda h: h.update(optimizer=None),
@@ -340,6 +471,11 @@ def test_the_latest_loadable_checkpoint_is_the_one_resumed(tmp_path):
         # the rest of the header
         (lambda h: h.update(versions=[1, 2]), r"damaged header: versions must be an object"),
         (lambda h: h.update(versions="torch 2"), r"damaged header: versions must be an object"),
+        # a long problem is cut to 200 characters
+        (
+            lambda h: h["spec"]["layers"][0].update(type="x" * 500),
+            r"damaged header: unknown layer type 'x{180}$",
+        ),
         (
             lambda h: h.update(format_version="9" * 5000),
             "has checkpoint format version '9999",

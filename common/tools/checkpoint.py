@@ -111,7 +111,12 @@ def save_checkpoint(
         if final.exists():  # the same position again: swap it out, then drop the old copy
             stale = root / f".{name}.old-{os.getpid()}"
             os.replace(final, stale)
-            os.replace(temporary, final)
+            try:
+                os.replace(temporary, final)
+            except BaseException:  # the new copy is not in place: the old one goes back
+                if not final.exists():
+                    os.replace(stale, final)
+                raise
             shutil.rmtree(stale, ignore_errors=True)
         else:
             os.replace(temporary, final)
