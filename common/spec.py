@@ -150,6 +150,10 @@ def _layer_to_dict(layer: Layer) -> dict:
 _LAYER_TYPES = {cls.__name__: cls for cls in (MaxPool, Dropout, GlobalAvgPool, Flatten, Dense)}
 
 
+# The most convolutions one block may hold (so `num_1x1` is at most one less): far past any
+# NiN, and a bound on what a spec read from a file can make a backend build.
+MAX_BLOCK_CONVS = 16
+
 # Bounds on what a spec read from a file may say: generous for any NiN or AlexNet, and small
 # enough that no arithmetic on it (shapes, the smallest input) can run away.
 _LIMITS = {
@@ -179,8 +183,8 @@ def spec_from_dict(data: dict) -> Spec:
         kind = item.pop("type", None)
         if kind == "ConvBlock":
             convs = item.get("convs")
-            if not isinstance(convs, list) or not 1 <= len(convs) <= 16:
-                raise ValueError("a ConvBlock holds 1 to 16 convolutions")
+            if not isinstance(convs, list) or not 1 <= len(convs) <= MAX_BLOCK_CONVS:
+                raise ValueError(f"a ConvBlock holds 1 to {MAX_BLOCK_CONVS} convolutions")
             layers.append(
                 ConvBlock(
                     tuple(Conv(**_checked(conv)) for conv in convs),
@@ -294,8 +298,14 @@ def nin_spec(
     - `widths`: the three feature blocks' channels (exercise 5's family varies them).
     """
     _check_positive(in_channels=in_channels, num_classes=num_classes, input_size=input_size)
-    if isinstance(num_1x1, bool) or not isinstance(num_1x1, int) or num_1x1 < 0:
-        raise ValueError(f"num_1x1 must be a whole number >= 0, got {num_1x1!r}")
+    if (
+        isinstance(num_1x1, bool)
+        or not isinstance(num_1x1, int)
+        or not 0 <= num_1x1 < MAX_BLOCK_CONVS
+    ):
+        raise ValueError(
+            f"num_1x1 must be a whole number from 0 to {MAX_BLOCK_CONVS - 1}, got {num_1x1!r}"
+        )
     if not 0.0 <= dropout < 1.0:
         raise ValueError(f"dropout must be in [0, 1), got {dropout}")
     if not isinstance(final_relu, bool):

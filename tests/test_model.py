@@ -265,6 +265,39 @@ def test_every_convolution_inside_a_block_must_keep_a_pixel():
     ]
 
 
+def test_an_input_fits_exactly_when_every_layer_and_convolution_keeps_a_pixel():
+    """The predicate min_input_size searches with, asked directly: min_input_size is cached
+    (mutmut forks its mutants from a process whose cache is already full), and a predicate
+    that never says yes would make its search run forever instead of failing."""
+    from common.spec import Conv, ConvBlock, Flatten, GlobalAvgPool, MaxPool, Spec
+
+    nin = make_spec("nin")
+    # at 67 the third pool and the class block's convolutions leave exactly 1x1
+    assert shapes._fits(nin, 67, 67) and shapes._fits(nin, 67, 500)
+    for height, width in ((66, 66), (66, 500), (500, 66), (10, 10)):
+        assert not shapes._fits(nin, height, width)
+    # a convolution that loses every pixel fails even when the next one pads back up
+    padded = Spec("padded", 1, 2, (ConvBlock((Conv(2, 5), Conv(2, 1, padding=2))),), 32)
+    assert shapes._fits(padded, 5, 5)
+    for height, width in ((4, 4), (4, 9), (9, 4)):
+        assert not shapes._fits(padded, height, width)
+    # a pool that loses every pixel fails even when nothing after it would notice
+    pooled = Spec("pooled", 1, 2, (MaxPool(4, 4), GlobalAvgPool(), Flatten()), 32)
+    assert shapes._fits(pooled, 4, 4)
+    for height, width in ((3, 3), (3, 9), (9, 3)):
+        assert not shapes._fits(pooled, height, width)
+
+
+def test_a_layer_the_arithmetic_does_not_know_is_a_type_error_that_names_it():
+    from common.spec import Conv, Spec
+
+    bare = Spec("bare", 1, 2, (Conv(2, 3),), 8)  # a Conv outside any ConvBlock
+    with pytest.raises(
+        TypeError, match=r"^unknown layer Conv\(out_channels=2, kernel_size=3, stride=1, "
+    ):
+        shapes.check_input_shape(bare, (1, 1, 8, 8))
+
+
 @pytest.mark.parametrize(
     "shape, message",
     [
@@ -355,7 +388,39 @@ def test_the_books_nin_layer_by_layer():
     assert wider.layer_names()[7:9] == ["nin_block_4", "nin_block_5"]
     assert make_spec("nin", num_1x1=0).layers[0] == ConvBlock((Conv(96, 11, 4, 0),))
     assert len(make_spec("nin", num_1x1=3).layers[0].convs) == 4
+    assert len(make_spec("nin", num_1x1=15).layers[0].convs) == 16  # the most a block holds
     assert make_spec("nin", widths=[8, 16, 32]).options["widths"] == (8, 16, 32)
+
+
+def test_a_nin_block_is_a_spatial_convolution_then_two_1x1_unless_told_otherwise():
+    from common.spec import Conv, nin_block_convs
+
+    assert nin_block_convs(96, 11, 4, 0) == (Conv(96, 11, 4, 0), Conv(96, 1), Conv(96, 1))
+    assert nin_block_convs(8, 3, 1, 1, 1) == (Conv(8, 3, 1, 1), Conv(8, 1))
+
+
+def test_the_linear_head_unrelus_the_class_blocks_last_convolution_at_any_depth():
+    from common.spec import Conv
+
+    def class_block(num_1x1):
+        return make_spec("nin", num_1x1=num_1x1, final_relu=False).layers[7].convs
+
+    # with no 1x1 convolutions the last one is the spatial one
+    assert class_block(0) == (Conv(10, 3, 1, 1, relu=False),)
+    assert class_block(1) == (Conv(10, 3, 1, 1), Conv(10, 1, relu=False))
+    assert class_block(3) == (
+        Conv(10, 3, 1, 1), Conv(10, 1), Conv(10, 1), Conv(10, 1, relu=False),
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("num_1x1", [0, 1, 3])
+def test_the_gradual_heads_block_is_as_deep_as_the_others(num_1x1):
+    from common.spec import ConvBlock, nin_block_convs
+
+    spec = make_spec("nin", num_1x1=num_1x1, head_width=64)
+    blocks = [layer for layer in spec.layers if isinstance(layer, ConvBlock)]
+    assert [len(block.convs) for block in blocks] == [1 + num_1x1] * 5
+    assert blocks[3].convs == nin_block_convs(64, 3, 1, 1, num_1x1)
 
 
 def test_the_books_alexnet_layer_by_layer():
@@ -477,7 +542,10 @@ def test_make_spec_rebuilds_a_spec_with_overrides():
         ({"in_channels": 0}, "in_channels must be a positive integer, got 0"),
         ({"num_classes": 2.0}, "num_classes must be a positive integer, got 2.0"),
         ({"input_size": -3}, "input_size must be a positive integer"),
-        ({"num_1x1": -1}, "num_1x1 must be a whole number >= 0, got -1"),
+        ({"num_1x1": -1}, "num_1x1 must be a whole number from 0 to 15, got -1"),
+        # A checkpoint's options are rebuilt through nin_spec: 10**30 must not be tried.
+        ({"num_1x1": 16}, "num_1x1 must be a whole number from 0 to 15, got 16"),
+        ({"num_1x1": 10**30}, "num_1x1 must be a whole number from 0 to 15"),
         ({"num_1x1": True}, "num_1x1"),
         ({"num_1x1": 1.0}, "num_1x1"),
         ({"dropout": 1.0}, r"dropout must be in \[0, 1\), got 1.0"),
@@ -628,7 +696,7 @@ def test_spec_fields_are_bounded_whole_numbers(key):
     [
         ([], "a spec is a dict with a list of layers"),
         ({"name": "x", "layers": {}}, "a spec is a dict with a list of layers"),
-        (_spec_dict(name=None), "a spec needs a name and at most 256 layers"),
+        (_spec_dict(name=None), "^a spec needs a name and at most 256 layers$"),
         (_spec_dict(layers=[{"type": "Flatten"}] * 257), "at most 256 layers"),
         (_spec_dict(layers=["Flatten"]), "a layer is a dict, got 'Flatten'"),
         (_spec_dict(layers=[{"type": "Conv2D"}]), "unknown layer type 'Conv2D'"),
@@ -644,7 +712,7 @@ def test_spec_fields_are_bounded_whole_numbers(key):
             _spec_dict(layers=[{"type": "Dense", "units": 2, "relu": 1}]),
             "relu must be true or false",
         ),
-        (_spec_dict(options=[1]), "spec options must be a dict"),
+        (_spec_dict(options=[1]), "^spec options must be a dict$"),
     ],
 )
 def test_what_is_not_a_sane_spec_is_one_value_error(data, message):
@@ -661,5 +729,5 @@ def test_the_largest_sane_spec_is_accepted():
     spec = spec_from_dict(_spec_dict(layers=[{"type": "ConvBlock", "convs": convs, "kind": "x"}]))
     assert len(spec.layers[0].convs) == 16 and spec.layers[0].kind == "x"
     assert len(spec_from_dict(_spec_dict(layers=[{"type": "Flatten"}] * 256)).layers) == 256
-    with pytest.raises(ValueError, match="a ConvBlock holds 1 to 16 convolutions"):
-        spec_from_dict(_spec_dict(layers=[{"type": "ConvBlock", "convs": convs * 2}]))
+    with pytest.raises(ValueError, match="^a ConvBlock holds 1 to 16 convolutions$"):
+        spec_from_dict(_spec_dict(layers=[{"type": "ConvBlock", "convs": [*convs, convs[0]]}]))
