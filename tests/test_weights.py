@@ -152,6 +152,12 @@ def test_init_weights_is_a_function_of_the_seed():
     )
 
 
+def test_both_initialisations_default_to_seed_0():
+    for initialise in (init_weights, probe_weights):
+        default, zero = initialise(SMALL), initialise(SMALL, seed=0)
+        assert all(np.array_equal(default[name], zero[name]) for name in zero), initialise
+
+
 def test_probe_weights_are_he_normal_with_small_nonzero_biases():
     arrays = probe_weights(NIN, seed=1)
     assert list(arrays) == parameter_names(NIN)
@@ -205,8 +211,9 @@ def test_dense_reordering_keeps_what_the_layer_computes():
 
 def test_save_and_load_round_trip(tmp_path):
     arrays = probe_weights(SMALL, seed=5)
-    path = save_weights(tmp_path / "deeper" / "w.weights", SMALL, arrays, framework="x", epochs=2)
-    assert path == tmp_path / "deeper" / "w.weights" and path.is_file()  # no ".npz" appended
+    path = tmp_path / "deeper" / "still" / "w.weights"
+    assert save_weights(path, SMALL, arrays, framework="x", epochs=2) == path
+    assert path.is_file()  # no ".npz" appended
     loaded = load_weights(path, SMALL)
     assert loaded.spec == SMALL and loaded.spec.options == SMALL.options
     assert loaded.metadata == {"framework": "x", "epochs": 2}
@@ -223,6 +230,14 @@ def test_save_and_load_round_trip(tmp_path):
         "metadata": {"framework": "x", "epochs": 2},
     }
     assert FORMAT_VERSION == 1
+
+
+def test_weights_are_stored_as_float32_whatever_they_are_given_as(tmp_path):
+    arrays = {key: value.astype(np.float64) for key, value in probe_weights(SMALL).items()}
+    loaded = load_weights(save_weights(tmp_path / "w.npz", SMALL, arrays), SMALL)
+    for key, value in arrays.items():
+        assert loaded.arrays[key].dtype == np.float32
+        np.testing.assert_array_equal(loaded.arrays[key], value.astype(np.float32))
 
 
 def test_weights_load_into_a_model_that_differs_only_in_what_has_no_parameters(tmp_path):
@@ -248,6 +263,14 @@ def test_check_arrays_names_what_is_missing_extra_or_misshapen():
         WeightsError,
         match=r"weights do not fit nin\(.*\): missing \['nin_block_1.0.bias'\], "
         r"unexpected \['stray.weight'\]",
+    ):
+        check_arrays(SMALL, arrays)
+    arrays["nin_block_1.0.bias"] = np.zeros(4, np.float32)
+    with pytest.raises(WeightsError, match=r": missing nothing, unexpected \['stray.weight'\]$"):
+        check_arrays(SMALL, arrays)
+    del arrays["stray.weight"], arrays["nin_block_1.0.bias"]
+    with pytest.raises(
+        WeightsError, match=r": missing \['nin_block_1.0.bias'\], unexpected nothing$"
     ):
         check_arrays(SMALL, arrays)
     arrays = init_weights(SMALL)
@@ -298,6 +321,12 @@ def test_files_that_are_not_ours_are_refused_in_one_line(tmp_path):
     refused(_write_npz(tmp_path / "nospec.npz", {"format_version": 1}, arrays), "bad spec")
     bad_spec = {**_good(), "spec": {**SMALL.to_dict(), "in_channels": 0}}
     refused(_write_npz(tmp_path / "badspec.npz", bad_spec, arrays), r"bad spec \(in_channels")
+    # what a problem says is cut short: a bad spec's to 200 characters, a damaged member's to 120
+    long_type = {**_good(), "spec": {**SMALL.to_dict(), "layers": [{"type": "x" * 500}]}}
+    refused(_write_npz(tmp_path / "long.npz", long_type, arrays), r"unknown layer type 'x{180}\)$")
+    with open(tmp_path / "dims.npz", "wb") as file:
+        np.savez(file, __header__=np.zeros((1,) * 31), **arrays)
+    refused(tmp_path / "dims.npz", r"\(__header__: __header__ is float64 \(1(, 1){30}\), exp\)$")
 
 
 def test_arrays_that_do_not_fit_are_refused(tmp_path):
@@ -365,3 +394,84 @@ def test_the_reader_refuses_before_reading_what_a_header_oversizes(tmp_path):
         )
         with pytest.raises(WeightsError, match="expected float32 \\(2, 2\\)"):
             archive.array("nin_block_1.0.bias", (2, 2))
+
+
+def test_the_readers_one_line_is_at_most_400_characters(tmp_path):
+    (tmp_path / "text.npz").write_text("hello")
+    with pytest.raises(WeightsError, match="is not a file a file") as info:
+        NpzReader(tmp_path / "text.npz", WeightsError, "a file " * 100)
+    assert len(str(info.value)) == 400
+
+
+def test_an_archive_of_more_than_100_000_members_is_refused_unread(tmp_path, monkeypatch):
+    path = save_weights(tmp_path / "w.npz", SMALL, init_weights(SMALL))
+    listed = zipfile.ZipFile.namelist
+
+    def listing(count):
+        # so many real members take seconds to write and read; their names are all that counts
+        def namelist(archive):
+            names = listed(archive)
+            return names + [f"padding_{index}.npy" for index in range(count - len(names))]
+
+        return namelist
+
+    monkeypatch.setattr(zipfile.ZipFile, "namelist", listing(100_000))
+    with NpzReader(path, WeightsError, "a test file") as archive:
+        assert len(archive.names) == 100_000
+    monkeypatch.setattr(zipfile.ZipFile, "namelist", listing(100_001))
+    with pytest.raises(WeightsError, match=r"is not a test file \(not an .npz of arrays\)"):
+        NpzReader(path, WeightsError, "a test file")
+
+
+def _npy(array: np.ndarray, version=(1, 0)) -> bytes:
+    buffer = io.BytesIO()
+    np.lib.format.write_array(buffer, array, version=version, allow_pickle=True)
+    return buffer.getvalue()
+
+
+def _header_padded_to(npy: bytes, size: int) -> bytes:
+    """An .npy 1.0 file whose header (magic and length included) is padded to `size` bytes,
+    with spaces as NumPy pads it."""
+    length = int.from_bytes(npy[8:10], "little")
+    header, data = npy[10 : 10 + length], npy[10 + length :]
+    header = header[:-1] + b" " * (size - 10 - length) + b"\n"
+    return npy[:8] + len(header).to_bytes(2, "little") + header + data
+
+
+def _write_members(path, members: dict[str, bytes]):
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(f"{name}.npy", data)
+    return path
+
+
+def test_a_member_may_declare_its_data_and_4_kib_of_npy_header_and_no_more(tmp_path):
+    """Checked before a byte is read; like np.load, the reader then takes the data its shape
+    needs, so whatever follows it is ignored."""
+    array = np.arange(10, dtype=np.float32)
+    members = {
+        "padded": _header_padded_to(_npy(array), 4096),
+        "overlong": _header_padded_to(_npy(array), 4097),
+        "trailing": _npy(array) + bytes(100),
+    }
+    with NpzReader(_write_members(tmp_path / "m.npz", members), WeightsError, "a test") as archive:
+        np.testing.assert_array_equal(archive.array("padded", (10,)), array)
+        np.testing.assert_array_equal(archive.array("trailing", (10,)), array)
+        with pytest.raises(WeightsError, match="overlong declares 4,137 bytes, more than it can"):
+            archive.array("overlong", (10,))
+
+
+def test_npy_versions_1_and_2_are_read_and_what_the_reader_does_not_know_is_refused(tmp_path):
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    members = {f"v{major}": _npy(array, (major, 0)) for major in (1, 2, 3)}
+    members["objects"] = _npy(np.array([1, "a"], dtype=object))
+    with NpzReader(_write_members(tmp_path / "m.npz", members), WeightsError, "a test") as archive:
+        for key in ("v1", "v2"):
+            np.testing.assert_array_equal(archive.array(key, (2, 3)), array)
+        with pytest.raises(
+            WeightsError, match=r"damaged \(v3: unsupported .npy version \(3, 0\)\)$"
+        ):
+            archive.array("v3", (2, 3))
+        # reading one would unpickle it
+        with pytest.raises(WeightsError, match=r"damaged \(objects: object arrays are not read\)$"):
+            archive.array("objects", (2,))
