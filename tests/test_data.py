@@ -282,7 +282,7 @@ def test_bilinear_matrix_basics():
         bilinear_matrix(0, 28)
 
 
-def test_bilinear_matrix_weights_are_torchs():
+def test_bilinear_matrix_weights_follow_the_half_pixel_rule():
     """Small cases worked by hand from torch's rule (source pixel (i + 0.5) * in / out - 0.5,
     clamped to the image), and entries of 28 -> 67 that only float32 rounding gets right."""
     np.testing.assert_array_equal(bilinear_matrix(2, 3), [[1, 0], [0.5, 0.5], [0, 1]])

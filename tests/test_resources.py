@@ -819,4 +819,7 @@ def test_formatting_rounds_at_the_edges():
     assert res.format_count(12_250) == "12.2 K"
     assert res.format_bytes(1023.9) == "1.0 KiB" and res.format_bytes(1023.4) == "1023 B"
     assert res.format_bytes(1280) == "1.2 KiB"  # 1.25: round half to even
+    # the unit is chosen on the value rounded to one decimal, as it is printed
+    assert res.format_bytes(1_048_064) == "1023.5 KiB"  # not "1.0 MiB"
+    assert res.format_bytes(1_048_535) == "1.0 MiB"  # 1023.96 KiB, not "1024.0 KiB"
     assert res.format_bytes(1024**4 - 1) == "1.0 TiB"
