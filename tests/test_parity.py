@@ -267,7 +267,9 @@ LOCKSTEP_DATA = dict(batch_size=32, size=67, seed=0, train_limit=640)
 # the shared Xavier weights with Adam (on other epochs of the same examples) until the loss
 # has left the plateau; the frameworks then start from that state, moved to them through the
 # interchange.
-WARMUP_SEEDS = (0, 4, 6, 7)  # tried in turn, in case a seed stays on the plateau
+# Tried in turn, in case a seed stays on the plateau. Measured here (2 threads): seed 6 reaches
+# the target in 7 epochs, 7 in 6; 0 and 4 are still above it after 8 (each costs ~10 s).
+WARMUP_SEEDS = (6, 7, 0, 4)
 WARMUP_TARGET = 1.9  # mean loss on the 640 examples
 WARMUP_EPOCHS = 8  # at most 160 steps per seed
 # Small learning rates on purpose: at SGD lr 0.02 some warm states are at the edge of
