@@ -314,7 +314,8 @@ class Resources:
         rows.append(
             row(
                 f"total ({format_count(self.params)} params)",
-                self.input_shape,
+                # The totals have no output shape; what they are totals for is this input.
+                f"input {tuple(self.input_shape)}",
                 self.weights,
                 self.biases,
                 self.macs,

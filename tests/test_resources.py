@@ -736,19 +736,19 @@ def test_the_resources_table_exactly():
         96 * 484 + 96 * 100 + 256 * 100 + 256 * 16 + 384 * 16 + 2 * 384 + 3 * 10
     )
     expected = """\
-layer                  output shape         weights  biases     params  MACs    FLOPs           activations  act. memory
----------------------  -----------------  ---------  ------  ---------  ------  --------------  -----------  -----------
-nin_block_1            (32, 96, 22, 22)      30,048     288     30,336   465 M    0.931 GFLOPs    1,486,848    5.7 MiB
-max_pool_1             (32, 96, 10, 10)           0       0          0       -               -      307,200    1.2 MiB
-nin_block_2            (32, 256, 10, 10)    745,472     768    746,240  2.39 G     4.77 GFLOPs      819,200    3.1 MiB
-max_pool_2             (32, 256, 4, 4)            0       0          0       -               -      131,072  512.0 KiB
-nin_block_3            (32, 384, 4, 4)    1,179,648   1,152  1,180,800   604 M     1.21 GFLOPs      196,608  768.0 KiB
-max_pool_3             (32, 384, 1, 1)            0       0          0       -               -       12,288   48.0 KiB
-dropout                (32, 384, 1, 1)            0       0          0       -               -       12,288   48.0 KiB
-nin_block_4            (32, 10, 1, 1)        34,760      30     34,790  1.11 M  0.00222 GFLOPs          320    1.2 KiB
-global_avg_pool        (32, 10, 1, 1)             0       0          0       -               -          320    1.2 KiB
-flatten                (32, 10)                   0       0          0       -               -          320    1.2 KiB
-total (1.99 M params)  (32, 1, 96, 96)    1,989,928   2,238  1,992,166  3.46 G     6.91 GFLOPs    2,966,464   11.3 MiB"""  # noqa: E501
+layer                  output shape             weights  biases     params  MACs    FLOPs           activations  act. memory
+---------------------  ---------------------  ---------  ------  ---------  ------  --------------  -----------  -----------
+nin_block_1            (32, 96, 22, 22)          30,048     288     30,336   465 M    0.931 GFLOPs    1,486,848    5.7 MiB
+max_pool_1             (32, 96, 10, 10)               0       0          0       -               -      307,200    1.2 MiB
+nin_block_2            (32, 256, 10, 10)        745,472     768    746,240  2.39 G     4.77 GFLOPs      819,200    3.1 MiB
+max_pool_2             (32, 256, 4, 4)                0       0          0       -               -      131,072  512.0 KiB
+nin_block_3            (32, 384, 4, 4)        1,179,648   1,152  1,180,800   604 M     1.21 GFLOPs      196,608  768.0 KiB
+max_pool_3             (32, 384, 1, 1)                0       0          0       -               -       12,288   48.0 KiB
+dropout                (32, 384, 1, 1)                0       0          0       -               -       12,288   48.0 KiB
+nin_block_4            (32, 10, 1, 1)            34,760      30     34,790  1.11 M  0.00222 GFLOPs          320    1.2 KiB
+global_avg_pool        (32, 10, 1, 1)                 0       0          0       -               -          320    1.2 KiB
+flatten                (32, 10)                       0       0          0       -               -          320    1.2 KiB
+total (1.99 M params)  input (32, 1, 96, 96)  1,989,928   2,238  1,992,166  3.46 G     6.91 GFLOPs    2,966,464   11.3 MiB"""  # noqa: E501
     assert result.table() == expected
     # the default optimizer is SGD: 2 x 4 x 1,992,166 + the saved tensors = 50.2 MiB; inference
     # 4 x 1,992,166 + 2 x 5,947,392 (block 1's pair) = 18.9 MiB
