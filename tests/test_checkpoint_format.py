@@ -223,12 +223,12 @@ def test_a_failed_swap_at_the_same_position_puts_the_previous_checkpoint_back(
     If the second fails, the old copy must not stay under its hidden name (which no reader
     looks at and the next save removes)."""
     previous, _ = _save(tmp_path, step=9)
-    replace = os.replace
+    real_replace = os.replace  # not dataclasses.replace, which this module imports
 
     def replace_but_not_the_new_copy(source, target):
         if ".tmp-" in Path(source).name:
             raise OSError(errno.EIO, "Input/output error")
-        replace(source, target)
+        real_replace(source, target)
 
     monkeypatch.setattr(os, "replace", replace_but_not_the_new_copy)
     with pytest.raises(OSError, match="Input/output error"):

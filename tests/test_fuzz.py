@@ -35,6 +35,8 @@ from common.weights import (
     save_weights,
 )
 
+from .archives import npy_bytes, write_members
+
 
 def fuzz(examples: int, deadline_ms: int, shrink: bool = True) -> settings:
     """Fixed seeds, so CI is repeatable, and a deadline for each example."""
@@ -296,19 +298,10 @@ def _damage_expected(good: bytes, damaged: bytes) -> Expected:
 
 def _rezip(blob: bytes, change) -> bytes:
     """The archive with each member passed through change(name, bytes) -> bytes | None."""
-    source, target = zipfile.ZipFile(io.BytesIO(blob)), io.BytesIO()
-    with zipfile.ZipFile(target, "w") as archive:
-        for name in source.namelist():
-            content = change(name, source.read(name))
-            if content is not None:
-                archive.writestr(name, content)
-    return target.getvalue()
-
-
-def _npy(array: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, array)
-    return buffer.getvalue()
+    with zipfile.ZipFile(io.BytesIO(blob)) as source:
+        changed = {name: change(name, source.read(name)) for name in source.namelist()}
+    kept = {name: content for name, content in changed.items() if content is not None}
+    return write_members(io.BytesIO(), kept).getvalue()
 
 
 def _npy_claiming(shape: tuple[int, ...], dtype: str = "<f4", payload: bytes = b"") -> bytes:
@@ -328,7 +321,7 @@ def _with_header(blob: bytes, header) -> bytes:
     return _rezip(
         blob,
         lambda name, content: (
-            _npy(np.array(json.dumps(header))) if name == "__header__.npy" else content
+            npy_bytes(np.array(json.dumps(header))) if name == "__header__.npy" else content
         ),
     )
 
@@ -558,7 +551,9 @@ def _flatten_first(spec: dict) -> dict:
             lambda good: _rezip(
                 good,
                 lambda name, content: (
-                    _npy(np.array(WEIGHTS_DEEP_HEADER)) if name == "__header__.npy" else content
+                    npy_bytes(np.array(WEIGHTS_DEEP_HEADER))
+                    if name == "__header__.npy"
+                    else content
                 ),
             ),
             "has a damaged header: it is nested too deeply",
@@ -812,7 +807,7 @@ def _array(members: dict[str, bytes], key: str) -> np.ndarray:
 
 
 def _set(members: dict[str, bytes], key: str, value) -> None:
-    members[f"{key}.npy"] = value if isinstance(value, bytes) else _npy(value)
+    members[f"{key}.npy"] = value if isinstance(value, bytes) else npy_bytes(value)
 
 
 def _poisoned(members: dict[str, bytes], key: str, value: float) -> None:
@@ -822,7 +817,7 @@ def _poisoned(members: dict[str, bytes], key: str, value: float) -> None:
 
 
 def _header_text(members: dict[str, bytes], text: str) -> None:
-    members["__header__.npy"] = _npy(np.array(text))
+    members["__header__.npy"] = npy_bytes(np.array(text))
 
 
 def _epoch_metrics(epoch: int) -> dict:
@@ -959,7 +954,7 @@ CHECKPOINT_DEFECTS = [
     (
         "array-declaring-more-bytes-than-its-shape-holds",
         lambda h, m: _set(
-            m, "weights/nin_block_1.0.bias", _npy(np.zeros(96, np.float32)) + bytes(5000)
+            m, "weights/nin_block_1.0.bias", npy_bytes(np.zeros(96, np.float32)) + bytes(5000)
         ),
         "weights/nin_block_1.0.bias declares 5,512 bytes, more than it can hold",
     ),
@@ -1078,11 +1073,9 @@ def _checkpoint_with(folder: Path, good_members: dict[str, bytes], change) -> Pa
     header = _header_of_members(good_members)
     change(header, members)
     if members.get("__header__.npy") is good_members["__header__.npy"]:  # left as it was
-        members["__header__.npy"] = _npy(np.array(json.dumps(header)))
+        members["__header__.npy"] = npy_bytes(np.array(json.dumps(header)))
     folder.mkdir(parents=True)
-    with zipfile.ZipFile(folder / "state.npz", "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
+    write_members(folder / "state.npz", members)
     return folder
 
 

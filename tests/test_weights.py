@@ -32,6 +32,8 @@ from common.weights import (
     slot_of,
 )
 
+from .archives import npy_bytes, write_members
+
 NIN = make_spec("nin")
 ALEXNET = make_spec("alexnet")
 SMALL = make_spec("nin", widths=(4, 6, 8), num_1x1=1, num_classes=3)
@@ -423,12 +425,6 @@ def test_an_archive_of_more_than_100_000_members_is_refused_unread(tmp_path, mon
         NpzReader(path, WeightsError, "a test file")
 
 
-def _npy(array: np.ndarray, version=(1, 0)) -> bytes:
-    buffer = io.BytesIO()
-    np.lib.format.write_array(buffer, array, version=version, allow_pickle=True)
-    return buffer.getvalue()
-
-
 def _header_padded_to(npy: bytes, size: int) -> bytes:
     """An .npy 1.0 file whose header (magic and length included) is padded to `size` bytes,
     with spaces as NumPy pads it."""
@@ -439,10 +435,7 @@ def _header_padded_to(npy: bytes, size: int) -> bytes:
 
 
 def _write_members(path, members: dict[str, bytes]):
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, data in members.items():
-            archive.writestr(f"{name}.npy", data)
-    return path
+    return write_members(path, {f"{name}.npy": data for name, data in members.items()})
 
 
 def test_a_member_may_declare_its_data_and_4_kib_of_npy_header_and_no_more(tmp_path):
@@ -450,9 +443,9 @@ def test_a_member_may_declare_its_data_and_4_kib_of_npy_header_and_no_more(tmp_p
     needs, so whatever follows it is ignored."""
     array = np.arange(10, dtype=np.float32)
     members = {
-        "padded": _header_padded_to(_npy(array), 4096),
-        "overlong": _header_padded_to(_npy(array), 4097),
-        "trailing": _npy(array) + bytes(100),
+        "padded": _header_padded_to(npy_bytes(array, (1, 0)), 4096),
+        "overlong": _header_padded_to(npy_bytes(array, (1, 0)), 4097),
+        "trailing": npy_bytes(array) + bytes(100),
     }
     with NpzReader(_write_members(tmp_path / "m.npz", members), WeightsError, "a test") as archive:
         np.testing.assert_array_equal(archive.array("padded", (10,)), array)
@@ -463,8 +456,8 @@ def test_a_member_may_declare_its_data_and_4_kib_of_npy_header_and_no_more(tmp_p
 
 def test_npy_versions_1_and_2_are_read_and_what_the_reader_does_not_know_is_refused(tmp_path):
     array = np.arange(6, dtype=np.float32).reshape(2, 3)
-    members = {f"v{major}": _npy(array, (major, 0)) for major in (1, 2, 3)}
-    members["objects"] = _npy(np.array([1, "a"], dtype=object))
+    members = {f"v{major}": npy_bytes(array, (major, 0)) for major in (1, 2, 3)}
+    members["objects"] = npy_bytes(np.array([1, "a"], dtype=object))
     with NpzReader(_write_members(tmp_path / "m.npz", members), WeightsError, "a test") as archive:
         for key in ("v1", "v2"):
             np.testing.assert_array_equal(archive.array(key, (2, 3)), array)
