@@ -155,8 +155,10 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
             "first checkpoint",
         ), launch.stderr
         os.kill(pids["worker 1"], signal.SIGKILL)
-        # The launcher notices a death within its poll, then stops the rest: no start-up.
-        assert launch.finish(bound("mxnet", STOPPING_STARTUPS)) == 1, launch.stderr
+        # The launcher notices a death within its poll, then stops the rest: no start-up, but
+        # a process that has not exited on SIGTERM is SIGKILLed only after the launcher's grace.
+        stopping = launcher.GRACE_SECONDS + bound("mxnet", STOPPING_STARTUPS)
+        assert launch.finish(stopping) == 1, launch.stderr
     error = launch.stderr
     message = [line for line in error.splitlines() if line.startswith("nin train:")]
     assert message == [
