@@ -322,3 +322,21 @@ def dense_to_nchw(weight: np.ndarray, chw: tuple[int, int, int]) -> np.ndarray:
     """Inverse of :func:`dense_to_nhwc`."""
     channels, height, width = chw
     return weight.reshape(-1, height, width, channels).transpose(0, 3, 1, 2).reshape(weight.shape)
+
+
+def to_channels_last(slot: ParamSlot, weight: np.ndarray) -> np.ndarray:
+    """A canonical weight in the layout of a channels-last framework (Keras, JAX): HWIO
+    kernels, ``(in, out)`` dense kernels whose inputs after a Flatten are in (H, W, C) order."""
+    if slot.is_conv:
+        return weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
+    if slot.flattened_chw:
+        weight = dense_to_nhwc(weight, slot.flattened_chw)
+    return weight.T
+
+
+def from_channels_last(slot: ParamSlot, kernel: np.ndarray) -> np.ndarray:
+    """The inverse of :func:`to_channels_last`."""
+    if slot.is_conv:
+        return kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
+    weight = kernel.T
+    return dense_to_nchw(weight, slot.flattened_chw) if slot.flattened_chw else weight

@@ -32,21 +32,6 @@ def parameter_names(net: keras.Model) -> list[str]:
     return interchange.parameter_names(net.spec)
 
 
-def _kernel_to_canonical(slot: interchange.ParamSlot, kernel: np.ndarray) -> np.ndarray:
-    if slot.is_conv:
-        return kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    weight = kernel.T
-    return interchange.dense_to_nchw(weight, slot.flattened_chw) if slot.flattened_chw else weight
-
-
-def _kernel_from_canonical(slot: interchange.ParamSlot, weight: np.ndarray) -> np.ndarray:
-    if slot.is_conv:
-        return weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    if slot.flattened_chw:
-        weight = interchange.dense_to_nhwc(weight, slot.flattened_chw)
-    return weight.T
-
-
 def _convert(net: keras.Model, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
     slots = interchange.slot_of(net.spec)
     return interchange.as_float32(
@@ -59,12 +44,12 @@ def _convert(net: keras.Model, arrays: dict[str, np.ndarray], kernel) -> dict[st
 
 def to_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays shaped like Keras's variables (kernels, Adam moments, ...) in canonical layout."""
-    return _convert(net, arrays, _kernel_to_canonical)
+    return _convert(net, arrays, interchange.from_channels_last)
 
 
 def from_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse of :func:`to_canonical`."""
-    return _convert(net, arrays, _kernel_from_canonical)
+    return _convert(net, arrays, interchange.to_channels_last)
 
 
 def get_weights(net: keras.Model) -> dict[str, np.ndarray]:
