@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from common.backends import BACKENDS
+from common.backends import BACKENDS, FRAMEWORK_LABELS, listed
 from common.spec import make_spec
 
 from .conftest import ROOT, get_backend, run_python
@@ -335,7 +335,8 @@ def test_check_model_names_a_variant_given_as_options(backend):
 def test_check_model_refuses_what_is_not_a_model():
     from common.tools.check import NotAModel, check_model
 
-    with pytest.raises(NotAModel, match="not a model of PyTorch, MXNet Gluon or Keras"):
+    labels = listed(FRAMEWORK_LABELS.values(), "or")
+    with pytest.raises(NotAModel, match=f"not a model of {re.escape(labels)}$"):
         check_model(object())
 
 

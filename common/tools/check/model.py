@@ -19,7 +19,7 @@ import numpy as np
 
 from ... import reference
 from ... import trace as t
-from ...backends import FRAMEWORK_LABELS, framework_of, load_backend_module
+from ...backends import FRAMEWORK_LABELS, framework_of, listed, load_backend_module
 from ...shapes import layer_params, layer_shapes
 from ...spec import ConvBlock, Dropout, Spec, make_spec
 from ...weights import canonical_shapes, param_slots, probe_weights
@@ -56,8 +56,9 @@ def probe_of(framework: str):
 
 
 def is_model(obj) -> bool:
-    """Whether `obj` is a torch nn.Module, Gluon Block or Keras Model/Layer holding at least
-    one convolution or dense layer (functions and classes are not)."""
+    """Whether `obj` is a model of a registered backend (a torch nn.Module, Gluon Block, Keras
+    Model/Layer, nin_jax Network or layer) holding at least one convolution or dense layer
+    (functions and classes are not)."""
     if isinstance(obj, type):
         return False
     framework = framework_of(obj)
@@ -418,7 +419,7 @@ def check_model(
     if framework is None or not probe_of(framework).is_model(net):
         raise NotAModel(
             f"{type(net).__module__}.{type(net).__name__} is not a model of "
-            "PyTorch, MXNet Gluon or Keras"
+            f"{listed(FRAMEWORK_LABELS.values(), 'or')}"
         )
     probe = probe_of(framework)
     notes = list(notes or [])

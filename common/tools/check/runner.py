@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ... import d2l
-from ...backends import BACKENDS, load_backend_module
+from ...backends import BACKENDS, listed, load_backend_module
 from ...spec import spec_from_dict
 from .model import check_model, framework_of, is_model, probe_of
 from .source import Source, SourceError, read
@@ -180,8 +180,9 @@ def find_model(run: Execution, source: Source, name: str | None):
             else ""
         )
         raise CheckError(
-            f"no model in {source.path.name}: no module-level torch nn.Module, "
-            f"Gluon Block or Keras Model with convolutions{hint}"
+            f"no model in {source.path.name}: no module-level "
+            f"{listed((info.model_class for info in BACKENDS.values()), 'or')} with "
+            f"convolutions{hint}"
         )
     names = ", ".join(key for key, _ in outer)
     raise CheckError(
