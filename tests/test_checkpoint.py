@@ -373,19 +373,34 @@ def halfway(tmp_path_factory, fashion_mnist):
     return checkpoint
 
 
+@pytest.fixture(scope="module")
+def continued(tmp_path_factory, halfway):
+    """backend -> the folder and result of its halfway checkpoint continued in its own
+    framework: what every other framework's continuation is held to, run once per source."""
+    root, done = tmp_path_factory.mktemp("continued"), {}
+
+    def run(name: str):
+        if name not in done:
+            folder = root / name
+            done[name] = folder, train_run(name, NO_DROPOUT, folder, resume=halfway(name), **QUIET)
+        return done[name]
+
+    return run
+
+
 @pytest.mark.parametrize(
     "source, target", [(a, b) for a in NAMES for b in NAMES if a != b], ids=lambda name: name
 )
-def test_a_checkpoint_continues_in_another_framework(halfway, tmp_path, source, target):
+def test_a_checkpoint_continues_in_another_framework(halfway, continued, tmp_path, source, target):
     get_backend(target)
     checkpoint = halfway(source)
     start = checkpoint.weights
-    same = train_run(source, NO_DROPOUT, tmp_path / "same", resume=checkpoint, **QUIET)
+    same_folder, same = continued(source)
     other = train_run(target, NO_DROPOUT, tmp_path / "other", resume=checkpoint, **QUIET)
     expected_losses = [point.train_loss for point in same.points[8:]]
     losses = [point.train_loss for point in other.points[8:]]
     np.testing.assert_allclose(losses, expected_losses, rtol=LOSS_RTOL)
-    expected, got = weights_of(tmp_path / "same"), weights_of(tmp_path / "other")
+    expected, got = weights_of(same_folder), weights_of(tmp_path / "other")
     for key, value in expected.items():
         update = np.linalg.norm(value - start[key])
         assert update > 0, f"{key} did not move"

@@ -211,38 +211,49 @@ def test_fast_path_trains_as_the_book_path(backend, fashion_mnist):
         )
 
 
-# Five training steps in a fresh process, after importing the frameworks named in argv[2].
+# Five training steps of each backend named in argv[1], in a fresh process that first imports
+# every framework named in argv[2]: one JSON line, backend -> (losses, weights' digest).
 _FIVE_STEPS = """
 import hashlib, json, sys
 import numpy as np
 from common.backends import load_backend
-for other in filter(None, sys.argv[2].split(",")):
-    load_backend(other)
-backend = load_backend(sys.argv[1])
+for name in filter(None, sys.argv[2].split(",")):
+    load_backend(name)
 from common.training import Recipe
-trainer = backend.Trainer(backend.build_nin(seed=0), Recipe(), seed=0)
-rng = np.random.default_rng(0)
-losses = [trainer.train_step(rng.random((32, 1, 67, 67), dtype=np.float32),
-                             rng.integers(0, 10, 32))[0] for _ in range(5)]
-weights = backend.get_weights(trainer.net)
-digest = hashlib.sha256(b"".join(weights[key].tobytes() for key in sorted(weights)))
-print(json.dumps([losses, digest.hexdigest()]))
+results = {}
+for name in sys.argv[1].split(","):
+    backend = load_backend(name)
+    trainer = backend.Trainer(backend.build_nin(seed=0), Recipe(), seed=0)
+    rng = np.random.default_rng(0)
+    losses = [trainer.train_step(rng.random((32, 1, 67, 67), dtype=np.float32),
+                                 rng.integers(0, 10, 32))[0] for _ in range(5)]
+    weights = backend.get_weights(trainer.net)
+    digest = hashlib.sha256(b"".join(weights[key].tobytes() for key in sorted(weights)))
+    results[name] = [losses, digest.hexdigest()]
+print(json.dumps(results))
 """
 
 
+def five_steps(names: list[str], loaded: list[str]) -> dict:
+    output = run_python(_FIVE_STEPS, ",".join(names), ",".join(loaded))
+    return json.loads(output.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def with_every_framework_loaded():
+    """Each backend's five steps in one process that imported every framework first (and ran
+    the backends before it): one process for all, not one per backend."""
+    for name in BACKENDS:
+        get_backend(name)  # all installed (a skip, or a failure in CI, otherwise)
+    return five_steps(list(BACKENDS), list(BACKENDS))
+
+
 @pytest.mark.slow
-def test_same_seed_same_run_with_other_frameworks_loaded(backend):
-    """A process that also imports the other two frameworks trains the same run, to the bit.
-    (Importing MXNet set PyTorch's thread count to 1, and oneDNN's sums depend on it.)"""
-    others = [name for name in BACKENDS if name != backend.BACKEND]
-    for name in others:
-        get_backend(name)  # all three installed (a skip, or a failure in CI, otherwise)
-
-    def five_steps(loaded: list[str]):
-        output = run_python(_FIVE_STEPS, backend.BACKEND, ",".join(loaded))
-        return json.loads(output.strip().splitlines()[-1])
-
-    assert five_steps([]) == five_steps(others)
+def test_same_seed_same_run_with_other_frameworks_loaded(backend, with_every_framework_loaded):
+    """A process that also imports (and uses) the other frameworks trains the same run, to the
+    bit. (Importing MXNet set PyTorch's thread count to 1, and oneDNN's sums depend on it.)"""
+    alone = five_steps([backend.BACKEND], [])
+    assert alone[backend.BACKEND] == with_every_framework_loaded[backend.BACKEND]
 
 
 # Where a 64 MiB block lives while allocated, and what the process keeps once it is freed:
