@@ -14,7 +14,7 @@ import importlib.util
 from dataclasses import dataclass
 from types import ModuleType
 
-from .platform.engines import Engine, ParameterServer, TFConfig, TorchRun
+from .platform.engines import Engine, JaxDistributed, ParameterServer, TFConfig, TorchRun
 
 
 @dataclass(frozen=True)
@@ -36,7 +36,8 @@ class BackendInfo:
     onnx_needs: tuple[str, ...]  # what exporting to ONNX needs installed
     engine: Engine  # its data-parallel engine's launch convention
     # Whether its fast training path (Trainer(fast=True)) computes bit for bit what the
-    # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW.
+    # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW, and
+    # XLA's fused compiled step otherwise than JAX's operations one at a time.
     fast_path_exact: bool = True
 
 
@@ -85,6 +86,27 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.tensorflow",),
             onnx_needs=("onnx", "onnxruntime", "tf2onnx"),
             engine=TFConfig(),
+        ),
+        BackendInfo(
+            "jax",
+            "nin_jax",
+            "jax",
+            "jax",
+            "JAX",
+            "nin_jax Network",
+            "tab:green",
+            distributions=("jax", "jaxlib"),
+            # A JAX model is parameters and pure functions; the one type `nin check` knows
+            # is this package's Network (Flax, the book's JAX library, does not install
+            # beside the pins: constraints.txt).
+            model_modules=("nin_jax",),
+            # (its stand-in, nin_jax/d2l.py, only says that the book's JAX code needs Flax)
+            d2l_modules=("d2l.jax",),
+            onnx_needs=("onnx", "onnxruntime", "tf2onnx", "tensorflow"),
+            engine=JaxDistributed(),
+            # XLA fuses the compiled step's operations, which rounds otherwise than running
+            # them one at a time (1e-6 of the loss after a few Adam steps).
+            fast_path_exact=False,
         ),
     )
 }

@@ -598,3 +598,36 @@ def test_keras_on_another_backend_is_a_clear_error():
         env={**os.environ, "KERAS_BACKEND": "torch"},
     )
     assert result.returncode == 0 and "1,992,166" in result.stdout, result.stderr[-500:]
+
+
+def test_jax_max_pool_is_xlas_own_with_a_faster_gradient():
+    """nin_jax pools as the maximum of strided windows with its own gradient (XLA:CPU's
+    select_and_scatter is slow): the same outputs as lax.reduce_window, and each window's
+    gradient to its first maximum, as XLA sends it, ties of post-ReLU zeros included."""
+    get_backend("jax")
+    import functools
+
+    import jax
+    import jax.numpy as jnp
+    from jax import lax
+
+    from nin_jax.model import max_pool
+
+    def xla_pool(x, size, stride):
+        window, strides = (1, size, size, 1), (1, stride, stride, 1)
+        return lax.reduce_window(x, -jnp.inf, lax.max, window, strides, "VALID")
+
+    rng = np.random.default_rng(0)
+    for shape, size, stride in [
+        ((4, 15, 15, 8), 3, 2),  # NiN's pools, overlapping windows
+        ((2, 54, 54, 3), 3, 2),
+        ((3, 13, 11, 4), 2, 2),  # odd sizes that leave a border
+        ((3, 12, 12, 4), 3, 3),
+    ]:
+        x = jnp.asarray(np.maximum(rng.standard_normal(shape), 0).astype(np.float32))
+        gradient = jnp.asarray(rng.standard_normal(xla_pool(x, size, stride).shape), jnp.float32)
+        expected, expected_vjp = jax.vjp(functools.partial(xla_pool, size=size, stride=stride), x)
+        pooled, vjp = jax.vjp(functools.partial(max_pool, size=size, stride=stride), x)
+        np.testing.assert_array_equal(pooled, expected)
+        np.testing.assert_allclose(vjp(gradient)[0], expected_vjp(gradient)[0], rtol=0, atol=1e-6)
+        assert float(jnp.abs(vjp(gradient)[0]).sum()) > 0

@@ -208,6 +208,42 @@ def test_dense_reordering_keeps_what_the_layer_computes():
     )
 
 
+def test_channels_last_layouts_compute_what_the_canonical_ones_do():
+    """Every slot of AlexNet (convolutions, the dense layer after Flatten, the dense layers
+    after it) in a channels-last framework's layout computes the canonical layer's function,
+    and the layouts convert back exactly."""
+    from common.reference import conv2d
+    from common.spec import make_spec
+    from common.weights import from_channels_last, param_slots, to_channels_last
+
+    rng = np.random.default_rng(1)
+    slots = param_slots(make_spec("alexnet"))
+    for slot in slots:
+        weight = rng.standard_normal(slot.weight_shape)
+        kernel = to_channels_last(slot, weight)
+        np.testing.assert_array_equal(from_channels_last(slot, kernel), weight)
+        if slot.is_conv:
+            out_channels, in_channels, size, _ = weight.shape
+            assert kernel.shape == (size, size, in_channels, out_channels)  # HWIO
+            x = rng.standard_normal((1, in_channels, size + 2, size + 1))
+            expected = conv2d(x, weight, np.zeros(out_channels))[0]  # (O, H, W)
+            windows = np.lib.stride_tricks.sliding_window_view(
+                x[0].transpose(1, 2, 0), (size, size), axis=(0, 1)
+            )  # (H, W, I, kh, kw)
+            got = np.einsum("hwiyx,yxio->ohw", windows, kernel)
+            np.testing.assert_allclose(got, expected, atol=1e-9)
+        else:
+            assert kernel.shape == weight.shape[::-1]  # (in, out)
+            chw = slot.flattened_chw
+            if chw:
+                features = rng.standard_normal(chw)
+                np.testing.assert_allclose(
+                    features.transpose(1, 2, 0).reshape(-1) @ kernel,
+                    weight @ features.reshape(-1),
+                )
+    assert sum(bool(slot.flattened_chw) for slot in slots) == 1
+
+
 # -- the file format ---------------------------------------------------------------------------
 
 

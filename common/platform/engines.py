@@ -153,3 +153,26 @@ class ParameterServer(Engine):
             )
             for role in ("scheduler", "server")
         ]
+
+
+class JaxDistributed(Engine):
+    """JAX's: ``jax.distributed``'s coordinator (``JAX_COORDINATOR_ADDRESS``, which JAX reads
+    itself) and each process's id and count, one port for the coordinator. Gloo's own
+    connections take ports the OS picks."""
+
+    description = "jax.distributed (gloo CPU collectives)"
+    variables = "JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID"
+
+    def workers_in(self, environ):
+        if "JAX_COORDINATOR_ADDRESS" in environ and "JAX_NUM_PROCESSES" in environ:
+            return int(environ["JAX_NUM_PROCESSES"])
+        return None
+
+    def environment(self, rank, workers, ports, host=LOOPBACK):
+        return {
+            "JAX_COORDINATOR_ADDRESS": f"{host}:{ports[0]}",
+            "JAX_NUM_PROCESSES": str(workers),
+            "JAX_PROCESS_ID": str(rank),
+            # Else the coordinator listens on every interface ([::]), not the one probed free.
+            "JAX_COORDINATOR_BIND_ADDRESS": f"{host}:{ports[0]}",
+        }

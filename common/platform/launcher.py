@@ -222,8 +222,12 @@ def _wait(
             # (A helper that exits 0 is done: the workers are leaving.)
             ended = [process for process in processes if process.status not in (None, 0)]
             if ended:
-                # A process killed by a signal is the cause; the others' errors its effect.
-                failed = min(ended, key=lambda process: process.status >= 0)
+                # A process killed by a signal is the cause; the others' errors its effect,
+                # and so is an abort (XLA aborts a JAX worker whose peer left a collective).
+                failed = min(
+                    ended,
+                    key=lambda process: (process.status >= 0, process.status == -signal.SIGABRT),
+                )
                 killed = failed.status < 0 and -failed.status not in forwarded
                 deadline = time.monotonic() + (0 if killed or not failed.worker else settle)
         if len(forwarded) >= 2:

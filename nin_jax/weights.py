@@ -1,0 +1,115 @@
+"""JAX parameters <-> the canonical weight format (:mod:`common.weights`).
+
+The pytree holds HWIO convolution kernels and ``(in, out)`` dense kernels, and its Flatten
+runs over NHWC: the layouts of Keras, so the conversions are :mod:`common.weights`'
+channels-last ones. JAX has no weights format of its own (Flax's and Orbax's are libraries
+on top of it); the native file here is the pytree itself (``model.pytree``), one member of an
+``.npz`` container per leaf, named by its path in the tree, in JAX's layouts.
+
+Backend layer.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from common import weights as interchange
+
+
+def parameter_leaves(net) -> list[tuple[str, str, int, str]]:
+    """(canonical name, layer, index in the layer, "kernel" or "bias"), in canonical order."""
+    names = iter(interchange.parameter_names(net.spec))
+    return [
+        (next(names), layer, index, kind)
+        for layer, params in net.params.items()
+        for index in range(len(params))
+        for kind in ("kernel", "bias")
+    ]
+
+
+def flatten(net, tree) -> dict[str, np.ndarray]:
+    """A pytree shaped like ``net.params`` (the parameters, or an optimizer's moments) as
+    NumPy arrays keyed by canonical name, in the framework's layouts."""
+    return {
+        name: np.array(tree[layer][index][kind])  # a writable copy, not a view of JAX's buffer
+        for name, layer, index, kind in parameter_leaves(net)
+    }
+
+
+def unflatten(net, arrays: dict[str, np.ndarray]) -> dict[str, list]:
+    """The inverse of :func:`flatten`: a pytree shaped like ``net.params``."""
+    tree = {layer: [{} for _ in params] for layer, params in net.params.items()}
+    for name, layer, index, kind in parameter_leaves(net):
+        tree[layer][index][kind] = jnp.asarray(arrays[name], jnp.float32)
+    return tree
+
+
+def _convert(net, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
+    slots = interchange.slot_of(net.spec)
+    return interchange.as_float32(
+        {
+            name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
+            for name, array in arrays.items()
+        }
+    )
+
+
+def to_canonical(net, tree) -> dict[str, np.ndarray]:
+    """A pytree shaped like the parameters (kernels, Adam moments, ...) in canonical layout."""
+    return _convert(net, flatten(net, tree), interchange.from_channels_last)
+
+
+def from_canonical(net, arrays: dict[str, np.ndarray]) -> dict[str, list]:
+    """The inverse of :func:`to_canonical`."""
+    return unflatten(net, _convert(net, arrays, interchange.to_channels_last))
+
+
+def get_weights(net) -> dict[str, np.ndarray]:
+    return to_canonical(net, net.params)
+
+
+def set_weights(net, arrays: dict[str, np.ndarray]) -> None:
+    interchange.check_arrays(net.spec, arrays)
+    net.params = from_canonical(net, arrays)
+
+
+FRAMEWORK_VERSION = f"jax {jax.__version__}"  # written into exported files
+# The leaves in NumPy's .npz container, under a suffix of their own: every .npz is read as the
+# interchange format (common.weights), which this is not.
+NATIVE_SUFFIX = ".pytree"
+
+
+def _leaf_names(net) -> dict[str, str]:
+    """Canonical name -> the leaf's path in the pytree, e.g. ``nin_block_1/0/kernel``."""
+    return {name: f"{layer}/{index}/{kind}" for name, layer, index, kind in parameter_leaves(net)}
+
+
+def save_native(net, path: str | Path) -> Path:
+    """The parameter pytree as it is held (HWIO kernels), one member per leaf."""
+    arrays = flatten(net, net.params)
+    with open(path, "wb") as file:  # a file object: np.savez would add .npz to a name
+        np.savez(file, **{leaf: arrays[name] for name, leaf in _leaf_names(net).items()})
+    return Path(path)
+
+
+def load_native(net, path: str | Path) -> None:
+    leaves = _leaf_names(net)
+    with np.load(path, allow_pickle=False) as stored:
+        missing = sorted(set(leaves.values()) - set(stored.files))
+        if missing:
+            raise interchange.WeightsError(
+                f"{path}: not this model's parameters (no {', '.join(missing[:3])})"
+            )
+        arrays = {name: stored[leaf] for name, leaf in leaves.items()}
+    held = flatten(net, net.params)
+    for name, array in arrays.items():
+        if array.shape != held[name].shape:
+            raise interchange.WeightsError(
+                f"{path}: {_leaf_names(net)[name]} is {array.shape}, this model's is "
+                f"{held[name].shape}"
+            )
+    net.params = unflatten(net, arrays)
