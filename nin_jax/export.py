@@ -41,6 +41,7 @@ from common import onnx as onnx_io
 from common.backends import framework_of
 from common.shapes import min_input_size
 
+from .model import forward, with_xla_pooling
 from .weights import FRAMEWORK_VERSION
 
 
@@ -72,11 +73,12 @@ def export_onnx(
         (None, spec.in_channels, size, size), tf.float32, name=onnx_io.INPUT_NAME
     )
     params = net.params  # closed over: the weights become constants of the graph
+    architecture = with_xla_pooling(net.architecture)  # a MaxPool op per pooling
 
     def logits_of_nchw(images):
-        return net.apply(params, jnp.transpose(images, (0, 2, 3, 1)))
+        return forward(architecture, params, jnp.transpose(images, (0, 2, 3, 1)))
 
-    forward = jax2tf.convert(
+    as_tensorflow = jax2tf.convert(
         logits_of_nchw,
         polymorphic_shapes=[f"(batch, {spec.in_channels}, {height}, {width})"],
         native_serialization=False,
@@ -87,7 +89,7 @@ def export_onnx(
     @tf.function(input_signature=[images], autograph=False)
     def logits(images):
         # A dict output: tf2onnx names the graph's output after its key.
-        return {onnx_io.OUTPUT_NAME: forward(images)}
+        return {onnx_io.OUTPUT_NAME: as_tensorflow(images)}
 
     with onnx_io.exporting(
         path,

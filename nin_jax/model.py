@@ -173,6 +173,19 @@ class MaxPooling(Layer):
 
 
 @dataclass(frozen=True)
+class XlaMaxPooling(MaxPooling):
+    """Max pooling as one ``lax.reduce_window``, as Flax's ``nn.max_pool`` (the book's JAX)
+    pools: the book's path, and what the ONNX export traces (one MaxPool op for tf2onnx,
+    where :func:`max_pool` would be nine slices and eight maxima)."""
+
+    def apply(self, params, x, *, training=False, key=None):
+        window = (1, self.kernel_size, self.kernel_size, 1)
+        return lax.reduce_window(
+            x, -jnp.inf, lax.max, window, (1, self.stride, self.stride, 1), "VALID"
+        )
+
+
+@dataclass(frozen=True)
 class DropoutLayer(Layer):
     """Inverted dropout: in training, zero each value with probability `rate` and scale the
     rest by 1 / (1 - rate); the mask comes from `key`, so it is the caller's to choose."""
@@ -276,9 +289,19 @@ def forward(architecture: Architecture, params, images, *, training: bool = Fals
     return x
 
 
+def with_xla_pooling(architecture: Architecture) -> Architecture:
+    """The same architecture pooling with :class:`XlaMaxPooling`: the same function."""
+    return tuple(
+        (name, XlaMaxPooling(layer.kernel_size, layer.stride))
+        if type(layer) is MaxPooling
+        else (name, layer)
+        for name, layer in architecture
+    )
+
+
 # Compiled once per architecture and batch shape, for every network of that architecture: the
 # layers are a static argument (hashed by value), the parameters an ordinary one.
-_compiled_forward = jax.jit(forward, static_argnums=0, static_argnames="training")
+compiled_forward = jax.jit(forward, static_argnums=0, static_argnames="training")
 
 
 class Network:
@@ -332,7 +355,7 @@ def predict_logits(net: Network, images, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(
         [
             np.asarray(
-                _compiled_forward(architecture, net.params, images[start : start + batch_size])
+                compiled_forward(architecture, net.params, images[start : start + batch_size])
             )
             for start in range(0, len(images), batch_size)
         ]

@@ -16,16 +16,13 @@ Backend layer.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from common import training
 
-from .model import forward, predict_logits, to_nhwc
+from .model import compiled_forward, forward, predict_logits, to_nhwc, with_xla_pooling
 from .weights import from_canonical, to_canonical
 
 # Keras's, PyTorch's and MXNet's Adam defaults.
@@ -94,35 +91,24 @@ def all_finite(params):
     )
 
 
-@dataclass(frozen=True)
-class StepFunctions:
-    """The pure functions a step runs: compiled (the fast path) or one operation at a time."""
-
-    gradients: Callable
-    update: Callable
-    all_finite: Callable
-
-
-EAGER = StepFunctions(batch_gradients, update, all_finite)
 # Compiled once per (architecture or recipe, shapes) for every Trainer: both are static
 # arguments, hashed by value, so a second Trainer of the same model reuses the first's XLA
 # programs (about a second of compilation).
-COMPILED = StepFunctions(
-    jax.jit(batch_gradients, static_argnums=0),
-    jax.jit(update, static_argnums=0),
-    jax.jit(all_finite),
-)
+compiled_gradients = jax.jit(batch_gradients, static_argnums=0)
+compiled_update = jax.jit(update, static_argnums=0)
+compiled_all_finite = jax.jit(all_finite)
 
 
 class Trainer(training.Trainer):
     def __init__(self, net, recipe: training.Recipe | None = None, *, seed: int = 0, fast=True):
-        """`fast=False` dispatches every operation on its own instead of compiling the step:
-        what ``jax.jit`` buys (the book's JAX jits its step too)."""
+        """`fast=False` trains on the book's path: its JAX code (Flax) jits its step too, and
+        pools with XLA's own ``reduce_window``, whose gradient is XLA:CPU's slow
+        ``select_and_scatter`` (:func:`nin_jax.model.max_pool`)."""
         super().__init__(net, recipe, seed=seed, fast=fast)
         self._lr = self.recipe.lr
         self._key = jax.random.PRNGKey(seed)
         self._slots = self._zero_slots()
-        self._functions = COMPILED if fast else EAGER
+        self.architecture = net.architecture if fast else with_xla_pooling(net.architecture)
 
     @property
     def device(self) -> str:
@@ -141,8 +127,8 @@ class Trainer(training.Trainer):
         self._lr = lr
 
     def _train_step(self, images: np.ndarray, labels: np.ndarray, total: int) -> tuple[float, int]:
-        gradients, share, correct = self._functions.gradients(
-            self.net.architecture,
+        gradients, share, correct = compiled_gradients(
+            self.architecture,
             self.net.params,
             to_nhwc(images),
             np.asarray(labels, np.int32),
@@ -150,7 +136,7 @@ class Trainer(training.Trainer):
             self._key,
         )
         gradients = self._sum_over_replicas(gradients)
-        self.net.params, self._slots = self._functions.update(
+        self.net.params, self._slots = compiled_update(
             self.recipe,
             self.net.params,
             self._slots,
@@ -167,11 +153,11 @@ class Trainer(training.Trainer):
 
     def predict(self, images: np.ndarray) -> np.ndarray:
         if not self.fast:
-            return np.asarray(self.net(to_nhwc(images)))
+            return np.asarray(compiled_forward(self.architecture, self.net.params, to_nhwc(images)))
         return predict_logits(self.net, images)
 
     def weights_finite(self) -> bool:
-        return bool(self._functions.all_finite(self.net.params))
+        return bool(compiled_all_finite(self.net.params))
 
     # -- optimizer state in canonical form --------------------------------------------------
     def optimizer_state(self) -> training.OptimizerState:

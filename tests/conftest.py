@@ -73,6 +73,10 @@ def pytest_terminal_summary(terminalreporter):
         )
 
 
+# pytest runs the suite backend by backend (the session-scoped parameter below groups the
+# tests), entering each module once per backend and tearing its module-scoped fixtures down
+# each time it leaves: a fixture that caches work for several backends (runs, exports) is
+# session-scoped, or it is done again on every visit.
 @pytest.fixture(params=list(BACKENDS), scope="session")
 def backend(request):
     """The backend package (nin_torch, nin_mxnet or nin_tf), imported lazily."""

@@ -94,7 +94,7 @@ def assert_same_run(run_dir: Path, reference: Path) -> None:
     assert timeless(run_dir) == timeless(reference)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def straight(tmp_path_factory, fashion_mnist):
     """backend -> the folder of an uninterrupted run of CONFIG, trained once per module."""
     root, done = tmp_path_factory.mktemp("straight"), {}
@@ -357,7 +357,7 @@ LOSS_RTOL = 1e-4
 UPDATE_RTOL = 3e-2
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def halfway(tmp_path_factory, fashion_mnist):
     """backend -> a checkpoint of NO_DROPOUT stopped after epoch 1 of 2 in that backend."""
     root, done = tmp_path_factory.mktemp("halfway"), {}
@@ -373,7 +373,7 @@ def halfway(tmp_path_factory, fashion_mnist):
     return checkpoint
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def continued(tmp_path_factory, halfway):
     """backend -> the folder and result of its halfway checkpoint continued in its own
     framework: what every other framework's continuation is held to, run once per source."""

@@ -75,12 +75,12 @@ class Exports:
         return self._paths[name, opset]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def exports(tmp_path_factory):
     return Exports(tmp_path_factory.mktemp("onnx"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def batches(fashion_mnist):
     """Real test images: 37 at the trained 67 px, and 5 at a non-square 83x101 crop."""
     images = fashion_mnist.test_images
@@ -175,7 +175,7 @@ def test_a_trained_size_the_network_cannot_take_is_refused(tmp_path):
 # -- the command -------------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def run_folder(tmp_path_factory):
     """What `nin train` leaves for export: weights.npz with the input it was trained on."""
     run = tmp_path_factory.mktemp("run") / "run"

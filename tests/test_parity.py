@@ -134,7 +134,7 @@ class Zoo:
         return self._exports[key]
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def zoo(tmp_path_factory, fashion_mnist):
     return Zoo(tmp_path_factory.mktemp("interchange"), fashion_mnist)
 
@@ -400,7 +400,7 @@ def _with(backend, net, arrays):
     return net
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def lockstep(tmp_path_factory, fashion_mnist):
     return LockStep(tmp_path_factory.mktemp("lockstep"))
 
