@@ -35,6 +35,7 @@ class BackendInfo:
     d2l_modules: tuple[str, ...]  # the book's package's modules for this framework
     onnx_needs: tuple[str, ...]  # what exporting to ONNX needs installed
     engine: Engine  # its data-parallel engine's launch convention
+    book_path: str  # what Trainer(fast=False), the book's code path, runs (the bench's baseline)
     # Whether its fast training path (Trainer(fast=True)) computes bit for bit what the
     # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW, and
     # XLA's fused compiled step otherwise than JAX's operations one at a time.
@@ -57,6 +58,7 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.torch", "d2lzh_pytorch"),
             onnx_needs=("onnx", "onnxruntime"),
             engine=TorchRun(),
+            book_path="eager NCHW PyTorch",
             fast_path_exact=False,
         ),
         BackendInfo(
@@ -72,6 +74,7 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.mxnet", "d2lzh"),
             onnx_needs=("onnx", "onnxruntime"),
             engine=ParameterServer(),
+            book_path="non-hybridized Gluon",
         ),
         BackendInfo(
             "tf",
@@ -86,6 +89,7 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.tensorflow",),
             onnx_needs=("onnx", "onnxruntime", "tf2onnx"),
             engine=TFConfig(),
+            book_path="`compile` + `train_on_batch` and eager calls in Keras",
         ),
         BackendInfo(
             "jax",
@@ -104,6 +108,7 @@ BACKENDS: dict[str, BackendInfo] = {
             d2l_modules=("d2l.jax",),
             onnx_needs=("onnx", "onnxruntime", "tf2onnx", "tensorflow"),
             engine=JaxDistributed(),
+            book_path="a jitted JAX step pooling with XLA's `reduce_window`, as Flax does",
             # XLA fuses the compiled step's operations, which rounds otherwise than running
             # them one at a time (1e-6 of the loss after a few Adam steps).
             fast_path_exact=False,

@@ -347,8 +347,7 @@ class Trainer:
 
     def __init__(self, net, recipe: Recipe | None = None, *, seed: int = 0, fast: bool = True):
         """`fast=False` trains on the book's code path instead of the framework's fastest
-        (NCHW eager PyTorch, non-hybridized Gluon, compiled Keras driven by ``train_on_batch``):
-        the baseline of ``nin bench --baseline``."""
+        (each backend's ``BackendInfo.book_path``): the baseline of ``nin bench --baseline``."""
         self.net = net
         self.backend = framework_of(net)  # the registry name, for messages
         self.recipe = recipe or Recipe()

@@ -96,6 +96,7 @@ def test_every_entry_is_complete_and_its_package_agrees():
         assert info.name == name and info.package.startswith("nin_")
         assert (ROOT / info.package / "__init__.py").exists()
         assert info.label and info.color and info.distributions and info.model_modules
+        assert info.book_path
         assert info.engine.description != "?" and info.engine.ports_needed(2) >= 1
 
 

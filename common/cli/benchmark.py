@@ -68,8 +68,9 @@ def add_commands(commands) -> None:
     sub.add_argument(
         "--baseline",
         action="store_true",
-        help="also time the book's code path (eager NCHW torch, imperative "
-        "Gluon, plain Keras), in a fresh process",
+        help="also time the book's code path ("
+        + "; ".join(info.book_path.replace("`", "") for info in BACKENDS.values())
+        + "), in a fresh process",
     )
     sub.add_argument(
         "--real-data",

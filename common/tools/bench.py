@@ -33,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..backends import FRAMEWORK_LABELS, framework_versions, load_backend
+from ..backends import BACKENDS, FRAMEWORK_LABELS, framework_versions, load_backend
 from ..platform.files import atomic_write
 from ..platform.machine import machine_description
 from ..report import format_table
@@ -488,8 +488,8 @@ def render_markdown(result: BenchResult, chart_name: str) -> str:
             "",
             f"Each figure is the median of {result.repeats} blocks of {result.steps} timed steps "
             f"after {WARMUP_STEPS} warm-up steps. *fast* is this project's code path, *baseline* "
-            "the book's (eager NCHW PyTorch, non-hybridized Gluon, `compile` + `train_on_batch` "
-            "and eager calls in Keras), timed in a fresh process as a reader of the book runs it; "
+            f"the book's ({'; '.join(info.book_path for info in BACKENDS.values())}), timed in a "
+            "fresh process as a reader of the book runs it; "
             "*train-loop* is the real loop (`Trainer.fit`) on Fashion-MNIST, with its loader's "
             "share of the time.",
             "",
