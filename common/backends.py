@@ -38,7 +38,7 @@ class BackendInfo:
     book_path: str  # what Trainer(fast=False), the book's code path, runs (the bench's baseline)
     # Whether its fast training path (Trainer(fast=True)) computes bit for bit what the
     # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW, and
-    # XLA's fused compiled step otherwise than JAX's operations one at a time.
+    # JAX's two max poolings' gradients add overlapping windows in another order.
     fast_path_exact: bool = True
 
 
@@ -109,8 +109,8 @@ BACKENDS: dict[str, BackendInfo] = {
             onnx_needs=("onnx", "onnxruntime", "tf2onnx", "tensorflow"),
             engine=JaxDistributed(),
             book_path="a jitted JAX step pooling with XLA's `reduce_window`, as Flax does",
-            # XLA fuses the compiled step's operations, which rounds otherwise than running
-            # them one at a time (1e-6 of the loss after a few Adam steps).
+            # The book's path pools with XLA's reduce_window, whose gradient sums overlapping
+            # windows in another order than nin_jax's max_pool (1e-6 relative).
             fast_path_exact=False,
         ),
     )
