@@ -33,7 +33,7 @@ import numpy as np
 
 from common import trace as t
 from common.backends import framework_of
-from common.weights import dense_to_nchw, dense_to_nhwc
+from common.weights import from_channels_last, to_channels_last
 
 from .model import (
     ConvLayers,
@@ -86,7 +86,9 @@ class _Held:
 
 @dataclass(frozen=True)
 class _Slot:
-    """A parameterised step: where its kernel and bias are in the parameters."""
+    """A parameterised step: where its kernel and bias are in the parameters (and, like a
+    ParamSlot, whether it convolves and what it flattens: what the channels-last layouts of
+    :mod:`common.weights` read)."""
 
     layer: str
     index: int
@@ -335,27 +337,12 @@ def _canonical_shapes(params, slot: _Slot):
 # -- weights, numbers and gradients --------------------------------------------------------------
 
 
-def _to_framework(slot: _Slot, weight: np.ndarray) -> np.ndarray:
-    if slot.is_conv:
-        return weight.transpose(2, 3, 1, 0)  # OIHW -> HWIO
-    if slot.flattened_chw:
-        weight = dense_to_nhwc(weight, slot.flattened_chw)
-    return weight.T
-
-
-def _to_canonical(slot: _Slot, kernel: np.ndarray) -> np.ndarray:
-    if slot.is_conv:
-        return kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
-    weight = kernel.T
-    return dense_to_nchw(weight, slot.flattened_chw) if slot.flattened_chw else weight
-
-
 def set_weights(net, arrays: list[tuple[np.ndarray, np.ndarray | None]]) -> None:
     """Each parameterised step's canonical (weight, bias), by number (after :func:`trace`)."""
     params = jax.tree_util.tree_map(lambda leaf: leaf, _params(net))  # new containers
     for slot, (weight, bias) in zip(_SLOTS.get(net), arrays):
         weights = dict(params[slot.layer][slot.index])
-        weights["kernel"] = jnp.asarray(_to_framework(slot, np.asarray(weight, np.float32)))
+        weights["kernel"] = jnp.asarray(to_channels_last(slot, np.asarray(weight, np.float32)))
         if bias is not None:
             weights["bias"] = jnp.asarray(np.asarray(bias, np.float32))
         params[slot.layer][slot.index] = weights
@@ -414,7 +401,7 @@ def gradients(
     for slot in _SLOTS.get(net):
         weights = found[slot.layer][slot.index]
         pairs.append(
-            (_to_canonical(slot, np.asarray(weights["kernel"])), np.asarray(weights["bias"]))
+            (from_channels_last(slot, np.asarray(weights["kernel"])), np.asarray(weights["bias"]))
         )
     return pairs
 
