@@ -340,3 +340,24 @@ def from_channels_last(slot: ParamSlot, kernel: np.ndarray) -> np.ndarray:
         return kernel.transpose(3, 2, 0, 1)  # HWIO -> OIHW
     weight = kernel.T
     return dense_to_nchw(weight, slot.flattened_chw) if slot.flattened_chw else weight
+
+
+def _each_weight(spec: Spec, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
+    slots = slot_of(spec)
+    return as_float32(
+        {
+            name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
+            for name, array in arrays.items()
+        }
+    )
+
+
+def arrays_to_channels_last(spec: Spec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical arrays (weights, or optimizer moments keyed like them) in a channels-last
+    framework's layouts (:func:`to_channels_last` for each weight; biases as they are)."""
+    return _each_weight(spec, arrays, to_channels_last)
+
+
+def arrays_from_channels_last(spec: Spec, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The inverse of :func:`arrays_to_channels_last`."""
+    return _each_weight(spec, arrays, from_channels_last)

@@ -48,24 +48,14 @@ def unflatten(net, arrays: dict[str, np.ndarray]) -> dict[str, list]:
     return tree
 
 
-def _convert(net, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
-    slots = interchange.slot_of(net.spec)
-    return interchange.as_float32(
-        {
-            name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
-            for name, array in arrays.items()
-        }
-    )
-
-
 def to_canonical(net, tree) -> dict[str, np.ndarray]:
     """A pytree shaped like the parameters (kernels, Adam moments, ...) in canonical layout."""
-    return _convert(net, flatten(net, tree), interchange.from_channels_last)
+    return interchange.arrays_from_channels_last(net.spec, flatten(net, tree))
 
 
 def from_canonical(net, arrays: dict[str, np.ndarray]) -> dict[str, list]:
     """The inverse of :func:`to_canonical`."""
-    return unflatten(net, _convert(net, arrays, interchange.to_channels_last))
+    return unflatten(net, interchange.arrays_to_channels_last(net.spec, arrays))
 
 
 def get_weights(net) -> dict[str, np.ndarray]:

@@ -32,24 +32,14 @@ def parameter_names(net: keras.Model) -> list[str]:
     return interchange.parameter_names(net.spec)
 
 
-def _convert(net: keras.Model, arrays: dict[str, np.ndarray], kernel) -> dict[str, np.ndarray]:
-    slots = interchange.slot_of(net.spec)
-    return interchange.as_float32(
-        {
-            name: kernel(slots[name], np.asarray(array)) if name.endswith(".weight") else array
-            for name, array in arrays.items()
-        }
-    )
-
-
 def to_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Arrays shaped like Keras's variables (kernels, Adam moments, ...) in canonical layout."""
-    return _convert(net, arrays, interchange.from_channels_last)
+    return interchange.arrays_from_channels_last(net.spec, arrays)
 
 
 def from_canonical(net: keras.Model, arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """The inverse of :func:`to_canonical`."""
-    return _convert(net, arrays, interchange.to_channels_last)
+    return interchange.arrays_to_channels_last(net.spec, arrays)
 
 
 def get_weights(net: keras.Model) -> dict[str, np.ndarray]:
