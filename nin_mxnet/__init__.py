@@ -3,6 +3,23 @@
 Backend layer.
 """
 
+import os
+import sys
+
+from common.platform.threads import intra_op_threads
+
+# MXNet sizes its OpenMP pool once, as it loads. Without OMP_NUM_THREADS it takes half the
+# processors on x86, assuming two hyper-threads per core (apache/mxnet#10836): on a machine
+# without them, such as this project's 2-core one, it trained on one core of two.
+# MXNET_OMP_MAX_THREADS is read only then and outranks OMP_NUM_THREADS, so it is set for
+# this import alone: a worker started later gets the OMP_NUM_THREADS its launcher gives it.
+if "mxnet" not in sys.modules and "MXNET_OMP_MAX_THREADS" not in os.environ:
+    os.environ["MXNET_OMP_MAX_THREADS"] = str(intra_op_threads())
+    try:
+        import mxnet  # noqa: F401
+    finally:
+        del os.environ["MXNET_OMP_MAX_THREADS"]
+
 from common import api
 from common.api import *  # noqa: F401,F403  the half of the API written once, for every backend
 

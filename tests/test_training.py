@@ -13,6 +13,7 @@ import pytest
 
 from common.backends import BACKENDS
 from common.data import load_data
+from common.platform.threads import usable_cores
 from common.tools.config import PRESETS
 from common.tools.runs import train_run
 from common.training import Recipe, TrainingDiverged, dropout_seed
@@ -258,6 +259,27 @@ def test_same_seed_same_run_with_other_frameworks_loaded(backend, with_every_fra
     bit. (Importing MXNet set PyTorch's thread count to 1, and oneDNN's sums depend on it.)"""
     alone = five_steps([backend.BACKEND], [])
     assert alone[backend.BACKEND] == with_every_framework_loaded[backend.BACKEND]
+
+
+# The OpenMP thread count MXNet leaves on the main thread (it sets the one its pool uses), with
+# OMP_NUM_THREADS unset, and whether nin_mxnet's setting outlived the import.
+_MXNET_THREADS = """
+import ctypes, os
+os.environ.pop("OMP_NUM_THREADS", None)
+import nin_mxnet
+gomp = next(line.split()[-1] for line in open("/proc/self/maps") if "libgomp" in line)
+print(ctypes.CDLL(gomp).omp_get_max_threads(), os.environ.get("MXNET_OMP_MAX_THREADS"))
+"""
+
+
+def test_mxnet_computes_on_every_usable_core():
+    """MXNet alone takes half the processors on x86, assuming hyper-threads (one core of this
+    machine's two: half the speed); nin_mxnet gives it one thread per usable core, for its
+    import alone, so that a worker's OMP_NUM_THREADS still rules there."""
+    get_backend("mxnet")
+    if platform.system() != "Linux":
+        pytest.skip("reads the process's memory map (/proc/self/maps)")
+    assert run_python(_MXNET_THREADS).split() == [str(usable_cores()), "None"]
 
 
 # Where a 64 MiB block lives while allocated, and what the process keeps once it is freed:
