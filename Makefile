@@ -33,8 +33,11 @@ data:
 demo: setup
 	$(BIN)/nin compare
 
+# One pytest-xdist worker per core (tests/conftest.py says how the tests are shared out and
+# how the workers share the cores); `make test TEST_WORKERS=0` runs the suite in one process.
+TEST_WORKERS ?= auto
 test: setup
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder $(PYTEST_ARGS)
 
 # The rule set is pyproject.toml's; ruff is pinned in constraints.txt. CI runs this first.
 lint: setup

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.backends import BACKENDS, BackendUnavailable, is_installed, load_backend
+from common.platform.launcher import thread_environment
 
 from .processes import WHOLE_RUN_STARTUPS, bound
 
@@ -62,6 +63,49 @@ def get_backend(name: str):
         skip_or_fail(str(error))
 
 
+def pytest_configure(config):
+    """Under pytest-xdist (`make test` runs a worker per core), the workers share the cores as
+    `nin train --workers N` shares them, so two workers' operators do not each start a thread
+    per core and fight over them (the user's own settings win). Set before any test module
+    loads a framework, since most read their thread counts once, as they load."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers > 1:
+        os.environ.update(thread_environment(workers))
+
+
+# Modules whose session-scoped caches serve several backends' tests (a run in one framework
+# continued or scored in the others): one pytest-xdist worker runs the whole module.
+ONE_WORKER_MODULES = frozenset({"test_checkpoint", "test_onnx", "test_parity"})
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(items):
+    """How pytest-xdist (`--dist loadgroup`) shares the tests out. A module's tests for one
+    backend go to one worker, as pytest runs them anyway (module fixtures are rebuilt for each
+    backend), and a module in ONE_WORKER_MODULES goes whole; a slow test (minutes of training,
+    its run shared between workers under a file lock) goes alone. The slow tests come first,
+    so that no worker is left finishing a long run alone at the end."""
+    for item in items:
+        if item.get_closest_marker("slow") or item.get_closest_marker("xdist_group"):
+            continue
+        module = item.module.__name__.rpartition(".")[2]
+        backend_name = getattr(item, "callspec", None) and item.callspec.params.get("backend")
+        group = module if module in ONE_WORKER_MODULES else f"{module}-{backend_name or 'all'}"
+        item.add_marker(pytest.mark.xdist_group(group))
+    result = yield
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # after pytest's own order
+    return result
+
+
+@pytest.fixture(scope="session")
+def shared_tmp_path(tmp_path_factory) -> Path:
+    """A folder every pytest-xdist worker of this session sees (their base folders' parent;
+    the base folder itself without xdist): for work that one worker does and the others read,
+    under a `filelock.FileLock`, instead of each worker doing it again."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
 def pytest_terminal_summary(terminalreporter):
     """One line no one can miss when a backend was not tested."""
     if SKIPPED_BACKENDS:
@@ -79,7 +123,7 @@ def pytest_terminal_summary(terminalreporter):
 # session-scoped, or it is done again on every visit.
 @pytest.fixture(params=list(BACKENDS), scope="session")
 def backend(request):
-    """The backend package (nin_torch, nin_mxnet or nin_tf), imported lazily."""
+    """A registry backend's package (nin_torch, nin_mxnet, ...), imported lazily."""
     return get_backend(request.param)
 
 

@@ -10,12 +10,13 @@ import random
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from common.backends import BACKENDS
 from common.data import load_data
 from common.platform.threads import usable_cores
 from common.tools.config import PRESETS
-from common.tools.runs import train_run
+from common.tools.runs import ensure_run
 from common.training import Recipe, TrainingDiverged, dropout_seed
 
 from .conftest import get_backend, run_python
@@ -33,16 +34,19 @@ MAX_GAP = 0.05
 
 
 @pytest.fixture(scope="session")
-def default_runs(tmp_path_factory):
-    """name -> the default recipe's run in that backend, trained once per session."""
-    root, runs = tmp_path_factory.mktemp("default-recipe"), {}
+def default_runs(shared_tmp_path):
+    """name -> the default recipe's run in that backend, trained once per session, by whichever
+    pytest-xdist worker asks first (the others wait for it and read its folder)."""
+    root, runs = shared_tmp_path / "default-recipe", {}
+    root.mkdir(exist_ok=True)
 
     def run(name: str):
         if name not in runs:
             get_backend(name)
-            runs[name] = train_run(
-                name, CONFIG, root / name, progress=False, log=lambda *args: None
-            )
+            with FileLock(root / f"{name}.lock"):
+                runs[name] = ensure_run(
+                    name, CONFIG, root / name, progress=False, log=lambda *args: None
+                )
         return runs[name]
 
     return run
@@ -254,6 +258,7 @@ def with_every_framework_loaded():
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("every-framework-loaded")  # one worker, one process with all of them
 def test_same_seed_same_run_with_other_frameworks_loaded(backend, with_every_framework_loaded):
     """A process that also imports (and uses) the other frameworks trains the same run, to the
     bit. (Importing MXNet set PyTorch's thread count to 1, and oneDNN's sums depend on it.)"""
