@@ -43,6 +43,8 @@ def test_notebook_runs_from_top_to_bottom(fashion_mnist, tmp_path):
     assert f"parameters: { {name: 1992166 for name in BACKENDS} }" in text
     assert text.count("test accuracy") == 2 * len(BACKENDS)  # each trained, each scored by another
     assert "it differs from the book's NiN: my_net.8, AdaptiveMaxPool2d: global max pooling" in text
+    assert "max |spatial mean - logit|" in text  # the class maps' cell
+    assert text.count("largest difference from") == len(BACKENDS)
     images = [
         output
         for cell in notebook.cells

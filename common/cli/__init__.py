@@ -13,10 +13,10 @@ import argparse
 import sys
 
 from ..backends import FRAMEWORK_LABELS, listed
-from . import benchmark, check, exercise, export, inspect, training, weights
+from . import benchmark, check, exercise, export, inspect, maps, training, weights
 from .common import EXIT_USAGE, UsageError
 
-COMMAND_MODULES = (inspect, check, training, exercise, weights, export, benchmark)
+COMMAND_MODULES = (inspect, check, training, exercise, weights, maps, export, benchmark)
 
 
 class _Parser(argparse.ArgumentParser):

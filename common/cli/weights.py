@@ -59,6 +59,46 @@ def weights_in(path: Path) -> Path:
     return path
 
 
+def weights_spec(path: Path, spec_args):
+    """The spec of the weights in `path`, read without loading them: from the .npz's header,
+    or for a native file from the run folder beside it (else the model flags)."""
+    from ..spec import spec_from_dict
+    from ..weights import NpzReader, WeightsError
+
+    if path.suffix != ".npz":
+        recorded = run_config_beside(path)
+        return recorded.spec() if recorded else spec_from_args(spec_args)
+    with NpzReader(path, WeightsError, "a NiN weights file") as archive:
+        try:
+            return spec_from_dict(archive.header()["spec"])
+        except (ValueError, KeyError, TypeError, RecursionError) as error:
+            detail = " ".join(str(error).split())[:200] or type(error).__name__
+            raise WeightsError(f"{path} is not a NiN weights file: bad spec ({detail})") from None
+
+
+def output_file(args, given: Path, default_name: str) -> Path:
+    """--out, or `default_name` beside the weights `given`; refused, before any work, when it
+    exists (without --force), is not a file or cannot be created."""
+    from ..tools.runs import check_writable_parent
+
+    out = Path(args.out or (given if given.is_dir() else given.parent) / default_name)
+    if out.exists() and not args.force:
+        raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
+    if out.exists() and not out.is_file():
+        raise UsageError(f"{out} is not a file; choose another --out")
+    check_writable_parent(out)
+    return out
+
+
+def check_fashion_mnist(spec, weights: Path) -> None:
+    """That the weights' network takes Fashion-MNIST's images and classes."""
+    if spec.in_channels != 1 or spec.num_classes != 10:
+        raise UsageError(
+            f"{weights} holds {spec.describe()}, which does not take "
+            "Fashion-MNIST (1 channel, 10 classes)"
+        )
+
+
 def run_config_beside(path: Path):
     """The RunConfig recorded in the run folder that holds `path`, or None."""
     from ..tools.config import RunConfig
@@ -91,22 +131,23 @@ def cmd_predict(args) -> int:
 
     from ..data import load_fashion_mnist, to_model_input
     from ..tools.plots import plot_predictions
-    from ..tools.runs import check_writable_parent
 
     if args.onnx and args.backend:
         raise UsageError("--backend does not go with --onnx: onnxruntime runs the model")
     if args.weights and not args.backend:
         raise UsageError("--weights needs --backend (or give an exported model with --onnx)")
+    if args.onnx and args.maps:
+        raise UsageError(
+            "--maps needs a framework's model (--backend and --weights): an ONNX model "
+            "outputs only the logits"
+        )
     runner = "onnxruntime" if args.onnx else args.backend
-    given = Path(args.weights or args.onnx)
-    default_out = (given if given.is_dir() else given.parent) / f"predictions-{runner}.png"
-    out = Path(args.out or default_out)
-    if out.exists() and not args.force:
-        raise UsageError(f"{out} exists; pass --force to replace it or choose another --out")
-    if out.exists() and not out.is_file():
-        raise UsageError(f"{out} is not a file; choose another --out")
-    check_writable_parent(out)
+    out = output_file(args, Path(args.weights or args.onnx), f"predictions-{runner}.png")
     weights = weights_in(args.weights) if args.weights else Path(args.onnx)
+    if args.maps:
+        from ..tools.maps import class_map_layer
+
+        class_map_layer(weights_spec(weights, args))  # AlexNet has none: refused before loading
     if args.onnx:  # onnxruntime alone: no framework is imported
         from ..onnx import OnnxModel
 
@@ -124,20 +165,27 @@ def cmd_predict(args) -> int:
         def predict_logits(images):
             return backend.predict_logits(net, images)
 
-    if spec.in_channels != 1 or spec.num_classes != 10:
-        raise UsageError(
-            f"{weights} holds {spec.describe()}, which does not take "
-            "Fashion-MNIST (1 channel, 10 classes)"
-        )
+    check_fashion_mnist(spec, weights)
     size = args.size or size
     fashion = load_fashion_mnist(args.data_dir)
     images = fashion.test_images[: args.n]
     labels = fashion.test_labels[: args.n].astype(np.int64)
-    predicted = predict_logits(to_model_input(images, size, standardize=standardize)).argmax(axis=1)
+    inputs = to_model_input(images, size, standardize=standardize)
+    logits = predict_logits(inputs)
+    predicted = logits.argmax(axis=1)
     right = int((predicted == labels).sum())
-    plot_predictions(
-        images, labels, predicted, out, title=f"{runner}: {right}/{args.n} right (true / predicted)"
-    )
+    title = f"{runner}: {right}/{args.n} right (true / predicted)"
+    overlay = {}
+    if args.maps:
+        from ..tools.maps import class_maps, upsample
+
+        maps = class_maps(net, inputs)
+        chosen = maps[np.arange(len(images)), predicted]
+        overlay = dict(
+            maps=upsample(chosen, spec, size), scores=logits[np.arange(len(images)), predicted]
+        )
+        title = f"{runner}: {right}/{args.n} right (true / predicted, its score and class map)"
+    plot_predictions(images, labels, predicted, out, title=title, **overlay)
     print(f"{right} of {args.n} right; grid: {out}")
     return 0
 
@@ -183,6 +231,11 @@ def add_commands(commands) -> None:
     sub.add_argument("--data-dir")
     sub.add_argument("--out", help="PNG to write (default: next to the weights)")
     sub.add_argument("--force", action="store_true", help="replace --out if it exists")
+    sub.add_argument(
+        "--maps",
+        action="store_true",
+        help="overlay each predicted class's map (`nin maps`); not with --onnx",
+    )
     add_spec_arguments(sub)
 
     text = "turn one framework's weights into another's native format (or .npz)"

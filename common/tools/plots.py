@@ -1,4 +1,4 @@
-"""Matplotlib figures: training curves (one line per backend) and a prediction grid.
+"""Matplotlib figures: training curves (one line per backend), a prediction grid, class maps.
 
 Tools layer.
 """
@@ -69,11 +69,32 @@ def plot_curves(
     return _save(plt, figure, path, title)
 
 
+# Class maps' colours: brightness rises with the value, so they read in greyscale too.
+MAP_COLORS = "magma"
+MAP_ALPHA = 0.6  # the heatmap over the image, which shows through
+
+
+def _overlay(axis, image: np.ndarray, heatmap: np.ndarray, vmin=None, vmax=None) -> None:
+    """`heatmap` over the grey `image`; the same extent for both, as the map was upsampled with
+    the image's edges aligned, whatever the two resolutions."""
+    extent = (0, 1, 1, 0)
+    axis.imshow(image, cmap="gray", extent=extent)
+    axis.imshow(heatmap, cmap=MAP_COLORS, alpha=MAP_ALPHA, extent=extent, vmin=vmin, vmax=vmax)
+
+
 def plot_predictions(
-    images: np.ndarray, labels: np.ndarray, predicted: np.ndarray, path: str | Path, title: str = ""
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    path: str | Path,
+    title: str = "",
+    *,
+    maps: np.ndarray | None = None,
+    scores: np.ndarray | None = None,
 ) -> Path:
     """A grid of (N, H, W) images titled 'true / predicted' (wrong ones in red), like d2l's
-    predict_ch3."""
+    predict_ch3; with `maps` (N, S, S), each predicted class's map over its image, and with
+    `scores` (N,), its score beside the prediction."""
     plt = _pyplot()
     count = len(images)
     columns = min(count, 10)
@@ -85,14 +106,74 @@ def plot_predictions(
         axis.axis("off")
         if index >= count:
             continue
-        axis.imshow(images[index], cmap="gray")
+        if maps is None:
+            axis.imshow(images[index], cmap="gray")
+        else:
+            _overlay(axis, images[index], maps[index])
         right = labels[index] == predicted[index]
+        score = "" if scores is None else f" {scores[index]:.2f}"
         axis.set_title(
-            f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}",
+            f"{CLASS_NAMES[labels[index]]}\n{CLASS_NAMES[predicted[index]]}{score}",
             fontsize=7,
             color="black" if right else "red",
         )
     return _save(plt, figure, path, title)
+
+
+def plot_class_maps(
+    images: np.ndarray,
+    labels: np.ndarray,
+    shown: np.ndarray,
+    maps: dict[str, np.ndarray],
+    scores: dict[str, np.ndarray],
+    path: str | Path,
+    title: str = "",
+) -> Path:
+    """For each image, a block: the image (titled with its true class), then for each group of
+    maps (a framework) the maps of the classes in `shown` over the image, titled with the class
+    and its score. `images` (N, S, S) in [0, 1]; `shown` (N, K) classes; `maps` {group: (N, K,
+    S, S)}, upsampled; `scores` {group: (N, K)}. A block shares one colour scale, so that its
+    maps, and its frameworks, compare. Narrow blocks sit side by side, up to 10 panels a row."""
+    import textwrap
+
+    plt = _pyplot()
+    count, per_group = shown.shape
+    width = 1 + len(maps) * per_group
+    per_row = max(1, min(count, 10 // width))
+    rows, columns = -(-count // per_row), per_row * width
+    side = 1.3 if per_group == 1 else 1.1
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(side * columns, (side + 0.35) * rows + 0.5),
+        squeeze=False,
+        constrained_layout=True,
+    )
+    for axis in axes.flat:
+        axis.axis("off")
+    for index in range(count):
+        row, first = divmod(index, per_row)
+        panels = axes[row][first * width : (first + 1) * width]
+        values = np.stack([group[index] for group in maps.values()])
+        low, high = float(values.min()), float(values.max())
+        panels[0].imshow(images[index], cmap="gray", extent=(0, 1, 1, 0))
+        panels[0].set_title(f"true:\n{CLASS_NAMES[labels[index]]}", fontsize=7)
+        for number, (group, group_maps) in enumerate(maps.items()):
+            for slot in range(per_group):
+                axis = panels[1 + number * per_group + slot]
+                _overlay(axis, images[index], group_maps[index, slot], low, high)
+                label = f"{CLASS_NAMES[shown[index, slot]]} {scores[group][index, slot]:.2f}"
+                heading = f"{group}\n" if row == 0 and slot == 0 and len(maps) > 1 else ""
+                if per_group == 1:  # the prediction: red when wrong, as plot_predictions
+                    wrong = shown[index, 0] != labels[index]
+                    style = dict(fontsize=7, color="red" if wrong else "black")
+                else:  # every class: the highest score in bold
+                    best = scores[group][index].argmax() == slot
+                    style = dict(fontsize=6, fontweight="bold" if best else "normal")
+                axis.set_title(heading + label, **style)
+    # wrapped to the figure's width (about 11 characters an inch at this size)
+    figure.suptitle(textwrap.fill(title, max(40, int(11 * side * columns))), fontsize=9)
+    return _save(plt, figure, path, "")
 
 
 def plot_sweep(
