@@ -20,9 +20,10 @@ FRAMEWORK = BACKENDS[NAME].framework
 ONE_TEST = f"tests/test_model.py::test_unknown_spec_option_is_a_clear_error[{NAME}]"
 
 
-def _pytest(tmp_path, *plugin_lines: str, path_first: str | None = None):
+def _pytest(tmp_path, *plugin_lines: str, path_first: str | None = None, workers: int = 0):
     """pytest on one test of the `NAME` backend in a fresh process, with a plugin of
-    `plugin_lines` loaded first, and NIN_REQUIRE_ALL_BACKENDS unset (as `make test`)."""
+    `plugin_lines` loaded first, and NIN_REQUIRE_ALL_BACKENDS unset (as `make test`); on
+    `workers` pytest-xdist workers (0: in the one process)."""
     (tmp_path / "harness_plugin.py").write_text("\n".join(plugin_lines) + "\n")
     environment = {
         key: value for key, value in os.environ.items() if key != "NIN_REQUIRE_ALL_BACKENDS"
@@ -40,6 +41,8 @@ def _pytest(tmp_path, *plugin_lines: str, path_first: str | None = None):
             "-q",
             "-p",
             "no:cacheprovider",
+            "-n",
+            str(workers),
             ONE_TEST,
         ],
         cwd=ROOT,
@@ -50,9 +53,11 @@ def _pytest(tmp_path, *plugin_lines: str, path_first: str | None = None):
     )
 
 
-def test_a_missing_framework_is_a_skip_with_one_loud_line(tmp_path):
-    # sys.modules[name] = None: find_spec says "not installed", and an import fails.
-    result = _pytest(tmp_path, "import sys", f"sys.modules[{FRAMEWORK!r}] = None")
+@pytest.mark.parametrize("workers", [0, 2], ids=["one process", "pytest-xdist"])
+def test_a_missing_framework_is_a_skip_with_one_loud_line(tmp_path, workers):
+    # sys.modules[name] = None: find_spec says "not installed", and an import fails. With
+    # pytest-xdist the skip happens in a worker, and the line is the controller's to print.
+    result = _pytest(tmp_path, "import sys", f"sys.modules[{FRAMEWORK!r}] = None", workers=workers)
     assert result.returncode == 0, result.stdout[-2000:]
     assert "1 skipped" in result.stdout
     assert f"NOT EVERY BACKEND WAS TESTED: {NAME} skipped" in result.stdout
