@@ -272,20 +272,39 @@ class NpzReader:
         return np.array(array, order="C")  # writeable, C-ordered whatever the file held
 
 
+WEIGHTS_FILE = "a NiN weights file (.npz written by export_weights or `nin train`)"
+
+
+def _stored_layout(header: dict, path: Path) -> tuple[Spec, dict[str, tuple[int, ...]]]:
+    """The spec a weights file's header records and the arrays it implies; WeightsError
+    naming the file when the header holds no usable spec."""
+    try:
+        spec = spec_from_dict(header["spec"])
+        return spec, canonical_shapes(spec)
+    except (ValueError, KeyError, TypeError, RecursionError) as error:
+        detail = " ".join(str(error).split())[:200] or type(error).__name__
+        raise WeightsError(f"{path} is not {WEIGHTS_FILE}: bad spec ({detail})") from None
+
+
+def _open_weights(path: Path) -> NpzReader:
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist")
+    return NpzReader(path, WeightsError, WEIGHTS_FILE)
+
+
+def read_weights_spec(path: str | Path) -> Spec:
+    """The spec of a weights file, from its header alone (no array is read)."""
+    path = Path(path)
+    with _open_weights(path) as archive:
+        return _stored_layout(archive.header(), path)[0]
+
+
 def load_weights(path: str | Path, spec: Spec | None = None) -> WeightsFile:
     """Read a weights file; if `spec` is given, its parameters must be the file's."""
     path = Path(path)
-    if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist")
-    what = "a NiN weights file (.npz written by export_weights or `nin train`)"
-    with NpzReader(path, WeightsError, what) as archive:
+    with _open_weights(path) as archive:
         header = archive.header()
-        try:
-            stored_spec = spec_from_dict(header["spec"])
-            expected = canonical_shapes(stored_spec)
-        except (ValueError, KeyError, TypeError, RecursionError) as error:
-            detail = " ".join(str(error).split())[:200] or type(error).__name__
-            raise WeightsError(f"{path} is not {what}: bad spec ({detail})") from None
+        stored_spec, expected = _stored_layout(header, path)
         # Only what decides the parameters must match: weights trained with dropout 0.5 load
         # into a dropout-0 model, and NiN weights fit any input size.
         if spec is not None and (

@@ -22,35 +22,32 @@ from .weights import (
 
 
 def load_nets(names: list[str], weights: Path, spec, args) -> dict:
-    """A net of each backend in `names` holding the same weights: the file's (an .npz is read
-    by each; a native file by its own framework, which hands its arrays to the others) or,
-    with --untrained, the initial weights of the run's seed."""
+    """A net of each backend in `names` holding the same weights, read once: the file's (an
+    .npz, or a native file read by its own framework) or, with --untrained, the initial
+    weights of the run's seed."""
+    from ..weights import load_weights
+
     backends = {name: load_backend(name) for name in names}
     if args.untrained:
         config = run_config_beside(weights)
         seed = config.seed if config else 0
         return {name: backend.build_nin(spec, seed=seed) for name, backend in backends.items()}
     if weights.suffix == ".npz":
-        return {
-            name: load_weights_into(backend, weights, args) for name, backend in backends.items()
-        }
-    owner = next(
-        (
-            name
-            for name, backend in backends.items()
-            if weights.name.endswith(backend.NATIVE_SUFFIX)
-        ),
-        names[0],  # whose loader then says what it expected
-    )
-    source = load_weights_into(backends[owner], weights, args)
-    arrays = backends[owner].get_weights(source)
+        arrays = load_weights(weights).arrays
+    else:
+        owner = next(
+            (
+                name
+                for name, backend in backends.items()
+                if weights.name.endswith(backend.NATIVE_SUFFIX)
+            ),
+            names[0],  # whose loader then says what it expected
+        )
+        arrays = backends[owner].get_weights(load_weights_into(backends[owner], weights, args))
     nets = {}
     for name, backend in backends.items():
-        if name == owner:
-            nets[name] = source
-        else:
-            nets[name] = backend.build_nin(source.spec)
-            backend.set_weights(nets[name], arrays)
+        nets[name] = backend.build_nin(spec)
+        backend.set_weights(nets[name], arrays)
     return nets
 
 

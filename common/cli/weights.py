@@ -29,8 +29,7 @@ def load_weights_into(backend, path: Path, spec_args):
             f"{path.name}: expected a weights.npz or a {backend.BACKEND} native "
             f"file (*{backend.NATIVE_SUFFIX})"
         )
-    recorded = run_config_beside(path)
-    spec = recorded.spec() if recorded else spec_from_args(spec_args)
+    spec = native_spec(path, spec_args)
     net = backend.build_nin(spec)
     try:
         backend.load_native(net, path)
@@ -59,21 +58,19 @@ def weights_in(path: Path) -> Path:
     return path
 
 
+def native_spec(path: Path, spec_args):
+    """The spec of a framework's native weights file, which does not record it: the run
+    folder's beside it, else the model flags."""
+    recorded = run_config_beside(path)
+    return recorded.spec() if recorded else spec_from_args(spec_args)
+
+
 def weights_spec(path: Path, spec_args):
     """The spec of the weights in `path`, read without loading them: from the .npz's header,
-    or for a native file from the run folder beside it (else the model flags)."""
-    from ..spec import spec_from_dict
-    from ..weights import NpzReader, WeightsError
+    or for a native file as :func:`native_spec` finds it."""
+    from ..weights import read_weights_spec
 
-    if path.suffix != ".npz":
-        recorded = run_config_beside(path)
-        return recorded.spec() if recorded else spec_from_args(spec_args)
-    with NpzReader(path, WeightsError, "a NiN weights file") as archive:
-        try:
-            return spec_from_dict(archive.header()["spec"])
-        except (ValueError, KeyError, TypeError, RecursionError) as error:
-            detail = " ".join(str(error).split())[:200] or type(error).__name__
-            raise WeightsError(f"{path} is not a NiN weights file: bad spec ({detail})") from None
+    return read_weights_spec(path) if path.suffix == ".npz" else native_spec(path, spec_args)
 
 
 def output_file(args, given: Path, default_name: str) -> Path:
