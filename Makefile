@@ -15,6 +15,8 @@ setup: $(STAMP) data
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[dev]'
+	@# MXNet's metadata says numpy<2: installed without its dependencies (constraints.txt).
+	$(BIN)/pip install --quiet --no-deps -c constraints.txt mxnet
 	touch $@
 
 # Debian's dataset-fashion-mnist holds the four upstream IDX files; install it when missing.

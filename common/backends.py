@@ -9,8 +9,10 @@ never pays for importing TensorFlow. Core layer.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
+import sys
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -36,6 +38,9 @@ class BackendInfo:
     onnx_needs: tuple[str, ...]  # what exporting to ONNX needs installed
     engine: Engine  # its data-parallel engine's launch convention
     book_path: str  # what Trainer(fast=False), the book's code path, runs (the bench's baseline)
+    # Distributions pip must install with --no-deps, after the extra: their metadata forbids
+    # the NumPy the others need (MXNet's says numpy<2), though they run with it.
+    no_deps: tuple[str, ...] = ()
     # Whether its fast training path (Trainer(fast=True)) computes bit for bit what the
     # book's path computes: PyTorch's channels-last convolutions round otherwise than NCHW, and
     # JAX's two max poolings' gradients add overlapping windows in another order.
@@ -73,8 +78,9 @@ BACKENDS: dict[str, BackendInfo] = {
             model_modules=("mxnet",),
             d2l_modules=("d2l.mxnet", "d2lzh"),
             onnx_needs=("onnx", "onnxruntime"),
-            engine=ParameterServer(),
+            engine=ParameterServer(package="nin_mxnet"),
             book_path="non-hybridized Gluon",
+            no_deps=("mxnet",),
         ),
         BackendInfo(
             "tf",
@@ -97,18 +103,17 @@ BACKENDS: dict[str, BackendInfo] = {
             "jax",
             "jax",
             "JAX",
-            "nin_jax Network",
+            "Flax module",
             "tab:green",
             distributions=("jax", "jaxlib"),
-            # A JAX model is parameters and pure functions; the one type `nin check` knows
-            # is this package's Network (Flax, the book's JAX library, does not install
-            # beside the pins: constraints.txt).
-            model_modules=("nin_jax",),
-            # (its stand-in, nin_jax/d2l.py, only says that the book's JAX code needs Flax)
-            d2l_modules=("d2l.jax",),
-            onnx_needs=("onnx", "onnxruntime", "tf2onnx", "tensorflow"),
+            # A JAX model is parameters and pure functions: this package's Network (a Flax
+            # linen module and its parameters), or a reader's Flax module, as the book's JAX
+            # code builds them.
+            model_modules=("nin_jax", "flax"),
+            d2l_modules=("d2l.jax",),  # its stand-in: nin_jax/d2l.py, on Flax linen
+            onnx_needs=("onnx", "onnxruntime"),  # (the graph is written from the spec)
             engine=JaxDistributed(),
-            book_path="a jitted JAX step pooling with XLA's `reduce_window`, as Flax does",
+            book_path="a jitted JAX step pooling with Flax's `nn.max_pool` (XLA's `reduce_window`)",
             # The book's path pools with XLA's reduce_window, whose gradient sums overlapping
             # windows in another order than nin_jax's max_pool (1e-6 relative).
             fast_path_exact=False,
@@ -155,16 +160,16 @@ def is_installed(name: str) -> bool:
 def load_backend(name: str) -> ModuleType:
     """Import and return the backend package (`nin_torch`, ...) for `name`.
 
-    A framework that is missing, or installed but failing to import (MXNet 1.9 with NumPy
-    >= 1.24 raises AttributeError), is a :class:`BackendUnavailable`; an error in the backend
-    package's own code is not hidden behind it.
+    A framework that is missing, or installed but failing to import (one built against
+    another NumPy raises AttributeError or ImportError), is a :class:`BackendUnavailable`; an
+    error in the backend package's own code is not hidden behind it.
     """
     info = BACKENDS[check_backend_name(name)]
-    package, framework, extra = info.package, info.framework, info.extra
+    package, framework = info.package, info.framework
     if not is_installed(name):
         raise BackendUnavailable(
             f"backend {name!r} needs {framework}, which is not installed; "
-            f"run `make setup` or pip install 'nin-reference[{extra}]'"
+            f"run `make setup` or {install_command(info)}"
         )
     try:
         return importlib.import_module(package)  # which imports (and configures) the framework
@@ -182,6 +187,25 @@ def load_backend(name: str) -> ModuleType:
                 "constraints.txt pins versions that work together"
             ) from None
         raise  # the framework imports: the error is the backend package's own
+
+
+def import_through_backend(package: str) -> None:
+    """Before a reader's file imports `package`: when it is a backend's framework not yet
+    imported, import it through the backend package, which prepares the process first (MXNet
+    1.9 reads names NumPy 2 removed, which nin_mxnet restores; its thread count). A framework
+    that fails to import is left to the reader's own import statement to report."""
+    for name, info in BACKENDS.items():
+        if info.framework == package and package not in sys.modules and is_installed(name):
+            with contextlib.suppress(BackendUnavailable):
+                load_backend(name)
+
+
+def install_command(info: BackendInfo) -> str:
+    """The pip command(s) that install a backend's framework beside the others."""
+    command = f"pip install -c constraints.txt 'nin-reference[{info.extra}]'"
+    if info.no_deps:
+        command += f" && pip install --no-deps -c constraints.txt {' '.join(info.no_deps)}"
+    return command
 
 
 def load_backend_module(name: str, module: str) -> ModuleType:

@@ -168,7 +168,7 @@ def _finish(
     if not model.producer_name:  # MXNet leaves it empty
         model.producer_name = metadata["framework"]
         model.producer_version = metadata["framework_version"]
-    # MXNet stamps the installed onnx's newest IR version (11 for onnx 1.18) whatever the
+    # MXNet stamps the installed onnx's newest IR version (14 for onnx 1.23) whatever the
     # opset; the lowest one the opset allows keeps the file readable by older runtimes.
     model.ir_version = min(
         model.ir_version, onnx.helper.find_min_ir_version_for(list(model.opset_import))

@@ -1,4 +1,5 @@
-"""NiN in JAX: ``import nin_jax as nin`` gives the same API as the other backends.
+"""NiN in JAX (Flax linen layers, optax optimizers): ``import nin_jax as nin`` gives the same
+API as the other backends.
 
 Backend layer.
 """

@@ -1,10 +1,10 @@
 """Data-parallel NiN in JAX: ``jax.distributed`` processes, gloo all-reduce on CPU.
 
 Workers are found through ``JAX_COORDINATOR_ADDRESS`` (rank 0 runs the coordinator there; JAX
-reads the address itself), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (which jax 0.4.30
-does not read, so they are passed on). Each process holds one device; the gradients are
-summed over the processes by a ``pmap`` whose ``psum`` spans every process's device, between
-the two jitted functions of :mod:`nin_jax.train`'s step.
+reads the address itself), ``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID`` (passed on to
+``initialize``). Each process holds one device; the gradients are summed over the processes
+by a ``pmap`` whose ``psum`` spans every process's device, between the two jitted functions
+of :mod:`nin_jax.train`'s step (the gradients of the Flax module's loss; optax's update).
 
 On CPU, XLA runs no cross-process computation unless a collectives implementation is chosen
 before the backend starts (``Multiprocess computations aren't implemented on the CPU
@@ -32,7 +32,7 @@ import signal
 import jax
 import numpy as np
 from jax._src import distributed as jax_distributed
-from jax.experimental import enable_x64, multihost_utils
+from jax.experimental import multihost_utils
 
 from common import distributed, training
 
@@ -76,7 +76,7 @@ class Group(distributed.Group):
     def sum_over_workers(self, values: list[float]) -> np.ndarray:
         # JAX computes in float32 unless told otherwise; the losses are summed in float64,
         # as the other engines sum them.
-        with enable_x64():
+        with jax.enable_x64(True):
             return np.asarray(self.sum_tree(np.asarray(values, np.float64)))
 
     def leave(self) -> None:

@@ -1,48 +1,35 @@
-"""A JAX NiN as an ONNX model (the interface is :mod:`common.onnx`'s), through TensorFlow.
+"""A JAX NiN as an ONNX model (the interface is :mod:`common.onnx`'s), written from its spec.
 
-JAX has no ONNX exporter. ``jax2tf.convert`` turns the forward pass into TensorFlow ops and
-tf2onnx converts those, as for Keras (:mod:`nin_tf.export`). Each flag of ``convert`` is the
-one tf2onnx can read:
+JAX has no ONNX exporter, nor has Flax. Under jax 0.4.30, ``jax2tf.convert`` turned the
+forward pass into ordinary TensorFlow ops for tf2onnx to convert (as :mod:`nin_tf.export`
+converts Keras); jax 0.10's jax2tf only serializes StableHLO into one ``XlaCallModule`` op
+(``native_serialization=False`` is deprecated and ignored), which tf2onnx cannot convert
+("Could not infer the attribute type" for the op's ``Sout``).
 
-* ``native_serialization=False``: the native form is one ``XlaCallModule`` op holding
-  StableHLO, which tf2onnx cannot convert; the graph form is ordinary TF ops.
-* ``enable_xla=False``: with XLA, convolutions become ``XlaConvV2``, an XLA-only op; without,
-  jax2tf writes ``Conv2D`` and ``MaxPool``.
-* ``with_gradient=True``: ``False`` wraps the outputs in ``PreventGradient``, which tf2onnx
-  has no handler for.
-
-The batch is symbolic, and so are height and width when the network ends in global pooling.
-They are declared as ``h + 66`` (NiN's smallest input less one, plus a variable of at least
-1): without XLA, jax2tf must decide whether the input is smaller than the first kernel, and
-for a bare ``h`` it cannot. The graph then computes each layer's output size from the input's,
-down to the global mean's divisor, in jax2tf's sign-safe integer division: some 250 scalar
-ops beside the network, about 0.2 ms a run in onnxruntime (measured, batch of one).
-
-The network computes NHWC and the ONNX model takes NCHW, transposed first as
-``predict_logits`` does. tf2onnx cancels that Transpose against the one before the first
-Conv (a one-channel input keeps an identity Reshape), and every pair between convolutions;
-one Transpose is left, on the class maps before the global mean's ReduceSum (AlexNet's is
-before Flatten, its dense rows being in (H, W, C) order).
-
-``jax.nn.relu`` is ``max(x, 0)``, which tf2onnx writes as ``Max``; :func:`relu_from_max`
-makes it ``Relu``, which onnxruntime fuses into the convolution before it as it does in the
-other backends' files (8 % faster on one CPU thread, measured).
+So the graph is written here, one ONNX op per layer of the spec, with onnx's own helpers:
+the network is its spec and its parameters (:class:`nin_jax.model.Network`), and ONNX's
+operators are PyTorch's layouts: NCHW images, OIHW convolution kernels, a Flatten in
+(C, H, W) order and a Gemm of ``(out, in)`` weights, which is the canonical layout
+:func:`nin_jax.get_weights` gives. No transpose is needed anywhere; each convolution's ReLU
+is a ``Relu`` (onnxruntime fuses it into the convolution), dropout is left out (inference),
+and the batch, height and width are symbolic. tests/test_onnx.py checks onnxruntime's logits
+against the Flax module's.
 
 Backend layer.
 """
 
 from __future__ import annotations
 
-import math
-import os
 from pathlib import Path
+
+import numpy as np
 
 from common import onnx as onnx_io
 from common.backends import framework_of
-from common.shapes import min_input_size
+from common.spec import ConvBlock, Dense, Dropout, Flatten, GlobalAvgPool, MaxPool
+from common.weights import parameter_names
 
-from .model import forward, with_xla_pooling
-from .weights import FRAMEWORK_VERSION
+from .weights import FRAMEWORK_VERSION, get_weights
 
 
 def export_onnx(
@@ -54,78 +41,77 @@ def export_onnx(
 ) -> Path:
     """Write `net` as an ONNX model at `path`, checked; `input_treatment` is the
     (size, standardize) its weights were trained with, kept in the model's metadata."""
-    onnx_io.require("tensorflow", "tf2onnx")
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # read at TensorFlow's first import
-    import jax.numpy as jnp
+    onnx_io.require("onnx")
     import onnx
-    import tensorflow as tf
-    import tf2onnx
-    from jax.experimental import jax2tf
-
-    spec = net.spec
-    if spec.fixed_input_size:
-        size = spec.input_size
-        height = width = str(size)
-    else:
-        size, offset = None, min_input_size(spec) - 1
-        height, width = f"h + {offset}", f"w + {offset}"
-    images = tf.TensorSpec(
-        (None, spec.in_channels, size, size), tf.float32, name=onnx_io.INPUT_NAME
-    )
-    params = net.params  # closed over: the weights become constants of the graph
-    architecture = with_xla_pooling(net.architecture)  # a MaxPool op per pooling
-
-    def logits_of_nchw(images):
-        return forward(architecture, params, jnp.transpose(images, (0, 2, 3, 1)))
-
-    as_tensorflow = jax2tf.convert(
-        logits_of_nchw,
-        polymorphic_shapes=[f"(batch, {spec.in_channels}, {height}, {width})"],
-        native_serialization=False,
-        enable_xla=False,
-        with_gradient=True,
-    )
-
-    @tf.function(input_signature=[images], autograph=False)
-    def logits(images):
-        # A dict output: tf2onnx names the graph's output after its key.
-        return {onnx_io.OUTPUT_NAME: as_tensorflow(images)}
 
     with onnx_io.exporting(
         path,
-        spec,
+        net.spec,
         opset=opset,
         framework=framework_of(net),
         framework_version=FRAMEWORK_VERSION,
         input_treatment=input_treatment,
     ) as converted:
-        model, _ = tf2onnx.convert.from_function(logits, input_signature=[images], opset=opset)
-        relu_from_max(model.graph)
-        onnx.save(model, str(converted))
+        onnx.save(onnx_model(net, opset), str(converted))
     return Path(path)
 
 
-def relu_from_max(graph) -> None:
-    """Make each ``Max(x, 0)`` of `graph` (a one-element zero constant) a ``Relu(x)``, in
-    place, and drop the constants no node reads any more."""
-    from onnx import numpy_helper
+def onnx_model(net, opset: int):
+    """The ONNX model of `net`'s inference pass (its interface finished by
+    :func:`common.onnx.exporting`)."""
+    from onnx import TensorProto, helper, numpy_helper
 
-    zeros = {
-        tensor.name
-        for tensor in graph.initializer
-        if math.prod(tensor.dims) == 1 and _is_zero(numpy_helper.to_array(tensor))
-    }
-    for node in graph.node:
-        operands = [name for name in node.input if name not in zeros]
-        if node.op_type == "Max" and len(node.input) == 2 and len(operands) == 1:
-            node.op_type = "Relu"
-            del node.input[:]
-            node.input.extend(operands)
-    read = {name for node in graph.node for name in node.input}
-    unread = [tensor for tensor in graph.initializer if tensor.name in zeros - read]
-    for tensor in unread:
-        graph.initializer.remove(tensor)
+    spec, arrays = net.spec, get_weights(net)
+    names = iter(parameter_names(spec))
+    nodes, initializers = [], []
+    x = onnx_io.INPUT_NAME
 
+    def add(op: str, inputs: list[str], output: str, **attributes) -> str:
+        nodes.append(helper.make_node(op, inputs, [output], name=output, **attributes))
+        return output
 
-def _is_zero(array) -> bool:
-    return array.dtype.kind == "f" and not array.any()
+    def parameters() -> list[str]:  # the next layer's weight and bias, as initializers
+        pair = [next(names), next(names)]
+        initializers.extend(numpy_helper.from_array(np.asarray(arrays[n]), n) for n in pair)
+        return pair
+
+    for name, layer in zip(spec.layer_names(), spec.layers):
+        if isinstance(layer, ConvBlock):
+            for index, conv in enumerate(layer.convs):
+                x = add(
+                    "Conv",
+                    [x, *parameters()],
+                    f"{name}.{index}",
+                    kernel_shape=[conv.kernel_size] * 2,
+                    strides=[conv.stride] * 2,
+                    pads=[conv.padding] * 4,
+                )
+                if conv.relu:
+                    x = add("Relu", [x], f"{name}.{index}.relu")
+        elif isinstance(layer, MaxPool):
+            x = add(
+                "MaxPool",
+                [x],
+                name,
+                kernel_shape=[layer.kernel_size] * 2,
+                strides=[layer.stride] * 2,
+            )
+        elif isinstance(layer, GlobalAvgPool):
+            x = add("GlobalAveragePool", [x], name)
+        elif isinstance(layer, Flatten):
+            x = add("Flatten", [x], name, axis=1)
+        elif isinstance(layer, Dense):
+            x = add("Gemm", [x, *parameters()], name, transB=1)
+            if layer.relu:
+                x = add("Relu", [x], f"{name}.relu")
+        elif not isinstance(layer, Dropout):  # (dropout is off in inference)
+            raise TypeError(f"unknown layer {layer!r}")
+    nodes.append(helper.make_node("Identity", [x], [onnx_io.OUTPUT_NAME]))
+    graph = helper.make_graph(
+        nodes,
+        spec.name,
+        [helper.make_tensor_value_info(onnx_io.INPUT_NAME, TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info(onnx_io.OUTPUT_NAME, TensorProto.FLOAT, None)],
+        initializers,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])

@@ -1,21 +1,20 @@
-"""NiN in JAX, built from :mod:`common.spec`: pure layers, parameters as a pytree.
+"""NiN in JAX with Flax's ``flax.linen``, built from :mod:`common.spec`.
 
 Network in Network (Lin, Chen & Yan 2013): https://arxiv.org/abs/1312.4400
 
-What JAX does differently from the other three, and where it shows here:
+The file opens with the book's NiN as its JAX tab writes it (d2l 7.3): ``flax.linen`` layers
+in ``nn.Sequential``. Linen rather than Flax's newer NNX because that is what the book's JAX
+code is, and because a linen module holds no state: its parameters are an explicit pytree
+(nested dicts of arrays) that ``module.apply`` takes, which is what ``jax.jit``, optax, the pure
+training step (:mod:`nin_jax.train`) and the checkpoints want. Randomness is explicit too:
+dropout draws from a ``"dropout"`` key the caller passes.
 
-- A layer holds no state. It is a description with two functions: ``init`` says what its
-  parameters are for an input of some shape, ``apply(params, x)`` computes. A model is its
-  spec, its layers and ``net.params``: a pytree (nested dicts and lists of arrays) that the
-  training step takes and returns, never changes in place.
-- Randomness is an explicit key: dropout takes one, so a forward pass is a function of its
-  arguments alone.
-- Whatever runs often is compiled whole by ``jax.jit`` (the forward pass here, the training
-  step in :mod:`nin_jax.train`).
+:func:`build_nin` builds any spec's network (:class:`SpecNet`, one named submodule per
+top-level layer) and returns a :class:`Network`: the spec, the module and its parameters.
 
-The layers compute channels-last (NHWC activations, HWIO kernels): XLA's CPU convolutions are
-NHWC, and a NCHW ``conv_general_dilated`` is compiled to the same convolution between two
-transposes, 10 % slower here (measured on the first NiN block, both layouts equal to the
+The layers compute channels-last (NHWC activations, HWIO kernels), Flax's layout, which is
+also XLA:CPU's: an NCHW ``conv_general_dilated`` is compiled to the same convolution between
+two transposes, 10 % slower here (measured on the first NiN block, both layouts equal to the
 last bit). The public API speaks NCHW like the other backends: images are transposed on the
 way in and outputs reported as NCHW.
 
@@ -25,16 +24,15 @@ Backend layer.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import linen as nn
 from jax import lax
 
 from common import shapes
 from common.spec import (
-    Conv,
     ConvBlock,
     Dense,
     Dropout,
@@ -47,66 +45,53 @@ from common.spec import (
 )
 from common.weights import init_weights
 
-from .weights import set_weights
+from .weights import parameter_leaves, set_weights
 
-_CHANNELS_LAST = ("NHWC", "HWIO", "NHWC")
-
-
-def to_nhwc(images: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+# -- the book's NiN (d2l 7.3, JAX tab) --------------------------------------------------------
 
 
-def to_nchw(array) -> np.ndarray:
-    """A layer's output as NumPy, NCHW when it is an image batch."""
-    array = np.asarray(array)
-    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if array.ndim == 4 else array
+def _pair(value):
+    """Flax takes a convolution's sizes per axis: an int n is (n, n)."""
+    return (value, value) if isinstance(value, int) else tuple(value)
 
 
-# -- layers: (parameters' shapes, a pure function) -----------------------------------------
+def nin_block(out_channels, kernel_size, strides, padding, num_1x1=2):
+    """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1). Its
+    input channels are whatever the input has when the parameters are made (``init``)."""
+    layers = [nn.Conv(out_channels, _pair(kernel_size), _pair(strides), _pair(padding)), nn.relu]
+    for _ in range(num_1x1):
+        layers += [nn.Conv(out_channels, kernel_size=(1, 1)), nn.relu]
+    return nn.Sequential(layers)
 
 
-@dataclass(frozen=True)
-class Layer:
-    """A pure layer: ``param_shapes(in_shape)`` and ``apply(params, x, training, key)``.
+class NiN(nn.Module):
+    """The book's NiN for NHWC images: ``NiN(training=True).apply(variables, x,
+    rngs={"dropout": key})``."""
 
-    `x` is NHWC. Layers without parameters take an empty list; those without randomness
-    ignore `key`.
-    """
+    num_classes: int = 10
+    training: bool = False
 
-    def param_shapes(self, in_shape: tuple[int, ...]) -> list:
-        return []
+    def setup(self):
+        self.net = nn.Sequential(
+            [
+                nin_block(96, kernel_size=(11, 11), strides=(4, 4), padding=(0, 0)),
+                lambda x: nn.max_pool(x, (3, 3), strides=(2, 2)),
+                nin_block(256, kernel_size=(5, 5), strides=(1, 1), padding=(2, 2)),
+                lambda x: nn.max_pool(x, (3, 3), strides=(2, 2)),
+                nin_block(384, kernel_size=(3, 3), strides=(1, 1), padding=(1, 1)),
+                lambda x: nn.max_pool(x, (3, 3), strides=(2, 2)),
+                nn.Dropout(0.5, deterministic=not self.training),
+                nin_block(self.num_classes, kernel_size=(3, 3), strides=1, padding=(1, 1)),
+                lambda x: x.mean((1, 2)),  # global average pooling
+                lambda x: x.reshape((x.shape[0], -1)),  # flatten
+            ]
+        )
 
-    def apply(self, params, x, *, training: bool = False, key=None):
-        raise NotImplementedError
+    def __call__(self, x):
+        return self.net(x)
 
 
-def _conv(x, kernel, bias, conv: Conv):
-    pad = ((conv.padding, conv.padding),) * 2
-    y = lax.conv_general_dilated(
-        x, kernel, (conv.stride, conv.stride), pad, dimension_numbers=_CHANNELS_LAST
-    )
-    y = y + bias
-    return jax.nn.relu(y) if conv.relu else y
-
-
-@dataclass(frozen=True)
-class ConvLayers(Layer):
-    """Convolutions in sequence, each with its ReLU: a NiN block (or AlexNet's conv layer)."""
-
-    convs: tuple[Conv, ...]
-
-    def param_shapes(self, in_shape):
-        channels, shapes_ = in_shape[-1], []
-        for conv in self.convs:
-            kernel = (conv.kernel_size, conv.kernel_size, channels, conv.out_channels)
-            shapes_.append({"kernel": kernel, "bias": (conv.out_channels,)})
-            channels = conv.out_channels
-        return shapes_
-
-    def apply(self, params, x, *, training=False, key=None):
-        for conv, weights in zip(self.convs, params):
-            x = _conv(x, weights["kernel"], weights["bias"], conv)
-        return x
+# -- the fast path's max pooling ----------------------------------------------------------------
 
 
 def _pool_windows(x, size: int, stride: int) -> list:
@@ -126,13 +111,13 @@ def _pool_windows(x, size: int, stride: int) -> list:
     ]
 
 
-# Not lax.reduce_window: its gradient is select_and_scatter, which XLA:CPU runs as an argmax
-# reduce-window and a sequential scatter loop over every input element, 16 % of a training step
-# at 67 px (measured; TensorFlow's whole pooling, forward and backward, took 1/40 of it). As the
-# maximum of the strided windows with this gradient, a step is 1.13-1.17x faster at batch 32
-# and 128 on a busy machine, 1.6x in nin bench's quiet run at batch 64 (docs/benchmarks.md),
-# with the same logits and each window's gradient going to its first maximum, as
-# select_and_scatter sends it.
+# Not lax.reduce_window (nn.max_pool): its gradient is select_and_scatter, which XLA:CPU runs
+# as an argmax reduce-window and a sequential scatter loop over every input element, 16 % of a
+# training step at 67 px (measured; TensorFlow's whole pooling, forward and backward, took 1/40
+# of it). As the maximum of the strided windows with this gradient, a step is 1.13-1.17x
+# faster at batch 32 and 128 on a busy machine, 1.6x in nin bench's quiet run at batch 64
+# (docs/benchmarks.md), with the same logits and each window's gradient going to its first
+# maximum, as select_and_scatter sends it.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x, size: int, stride: int):
     """VALID size x size max pooling of NHWC `x` with `stride`."""
@@ -165,169 +150,120 @@ def _max_pool_backward(size, stride, residuals, gradient):
 max_pool.defvjp(_max_pool_forward, _max_pool_backward)
 
 
-@dataclass(frozen=True)
-class MaxPooling(Layer):
-    kernel_size: int
+# -- any spec's network -----------------------------------------------------------------------
+
+
+class MaxPooling(nn.Module):
+    """VALID max pooling: Flax's ``nn.max_pool`` (one ``reduce_window``, the book's; what the
+    ONNX export traces), or with `fast` :func:`max_pool`: the same numbers, a faster gradient."""
+
+    window: int
     stride: int
+    fast: bool = False
 
-    def apply(self, params, x, *, training=False, key=None):
-        return max_pool(x, self.kernel_size, self.stride)
-
-
-@dataclass(frozen=True)
-class XlaMaxPooling(MaxPooling):
-    """Max pooling as one ``lax.reduce_window``, as Flax's ``nn.max_pool`` (the book's JAX)
-    pools: the book's path, and what the ONNX export traces (one MaxPool op for tf2onnx,
-    where :func:`max_pool` would be nine slices and eight maxima)."""
-
-    def apply(self, params, x, *, training=False, key=None):
-        window = (1, self.kernel_size, self.kernel_size, 1)
-        return lax.reduce_window(
-            x, -jnp.inf, lax.max, window, (1, self.stride, self.stride, 1), "VALID"
-        )
+    def __call__(self, x):
+        if self.fast:
+            return max_pool(x, self.window, self.stride)
+        return nn.max_pool(x, _pair(self.window), strides=_pair(self.stride))
 
 
-@dataclass(frozen=True)
-class DropoutLayer(Layer):
-    """Inverted dropout: in training, zero each value with probability `rate` and scale the
-    rest by 1 / (1 - rate); the mask comes from `key`, so it is the caller's to choose."""
+class GlobalAveragePooling(nn.Module):
+    """The mean of each channel, keeping the rank (N, 1, 1, C), as the spec's layer does."""
 
-    rate: float
-
-    def apply(self, params, x, *, training=False, key=None):
-        if not training or self.rate == 0:
-            return x
-        keep = jax.random.bernoulli(key, 1.0 - self.rate, x.shape)
-        return jnp.where(keep, x / (1.0 - self.rate), 0.0)
-
-
-@dataclass(frozen=True)
-class GlobalAveragePooling(Layer):
-    def apply(self, params, x, *, training=False, key=None):
+    def __call__(self, x):
         return jnp.mean(x, axis=(1, 2), keepdims=True)
 
 
-@dataclass(frozen=True)
-class Flattening(Layer):
+class Flattening(nn.Module):
     # NHWC flattens in (H, W, C) order; the dense layer after it holds its rows in that order
     # (nin_jax.weights converts from the canonical (C, H, W) order).
-    def apply(self, params, x, *, training=False, key=None):
-        return x.reshape(x.shape[0], -1)
+    def __call__(self, x):
+        return x.reshape((x.shape[0], -1))
 
 
-@dataclass(frozen=True)
-class DenseLayer(Layer):
-    units: int
-    relu: bool = True
-
-    def param_shapes(self, in_shape):
-        return [{"kernel": (in_shape[-1], self.units), "bias": (self.units,)}]
-
-    def apply(self, params, x, *, training=False, key=None):
-        (weights,) = params
-        y = x @ weights["kernel"] + weights["bias"]
-        return jax.nn.relu(y) if self.relu else y
-
-
-def _layer(layer) -> Layer:
-    if isinstance(layer, ConvBlock):
-        return ConvLayers(layer.convs)
-    if isinstance(layer, MaxPool):
-        return MaxPooling(layer.kernel_size, layer.stride)
-    if isinstance(layer, Dropout):
-        return DropoutLayer(layer.rate)
-    if isinstance(layer, GlobalAvgPool):
-        return GlobalAveragePooling()
-    if isinstance(layer, Flatten):
-        return Flattening()
-    if isinstance(layer, Dense):
-        return DenseLayer(layer.units, layer.relu)
-    raise TypeError(f"unknown layer {layer!r}")
+def conv_block(block: ConvBlock) -> nn.Sequential:
+    """A spec's block of convolutions: :func:`nin_block` where it is one (AlexNet's
+    convolution layers are blocks of one), else each convolution with its ReLU if it has one
+    (a linear head's last convolution has none)."""
+    first = block.convs[0]
+    geometry = (first.out_channels, first.kernel_size, first.stride, first.padding)
+    if block.convs == nin_block_convs(*geometry, len(block.convs) - 1):
+        return nin_block(*geometry, len(block.convs) - 1)
+    layers = []
+    for conv in block.convs:
+        layers.append(
+            nn.Conv(
+                conv.out_channels, _pair(conv.kernel_size), _pair(conv.stride), _pair(conv.padding)
+            )
+        )
+        if conv.relu:
+            layers.append(nn.relu)
+    return nn.Sequential(layers)
 
 
-def nin_block(
-    out_channels: int, kernel_size: int, strides: int, padding: int, num_1x1: int = 2
-) -> ConvLayers:
-    """A convolution and `num_1x1` 1x1 convolutions, each followed by ReLU (d2l 7.3.1): a
-    pure layer, whose input channels are whatever its parameters are made for
-    (:func:`init_params`)."""
-    return ConvLayers(nin_block_convs(out_channels, kernel_size, strides, padding, num_1x1))
+class SpecNet(nn.Module):
+    """A spec's network, one submodule per top-level layer named as the spec names it
+    (``nin_block_1``, ``max_pool_1``, ..., ``dropout``, ``global_avg_pool``, ``flatten``).
 
+    `fast_pooling` pools with :func:`max_pool` instead of Flax's ``nn.max_pool``: the
+    Trainer's fast path sets it (``module.clone(fast_pooling=True)``).
+    """
 
-def output_shape(layer: Layer, in_shape: tuple[int, ...]) -> tuple[int, ...]:
-    """What `layer` makes of an NHWC input of `in_shape`, traced without computing."""
-    params = jax.tree_util.tree_map(
-        lambda shape: jax.ShapeDtypeStruct(shape, jnp.float32),
-        layer.param_shapes(in_shape),
-        is_leaf=lambda node: isinstance(node, tuple),
-    )
-    x = jax.ShapeDtypeStruct(in_shape, jnp.float32)
-    return tuple(jax.eval_shape(lambda p, x: layer.apply(p, x), params, x).shape)
+    spec: Spec
+    fast_pooling: bool = False
 
+    def setup(self):
+        for name, layer in zip(self.spec.layer_names(), self.spec.layers):
+            setattr(self, name, self._layer(layer))
 
-def init_params(layer: Layer, in_shape: tuple[int, ...]) -> list:
-    """Zero parameters of `layer` for an NHWC input of `in_shape` (weights are set from the
-    canonical arrays afterwards, as in every backend)."""
-    return jax.tree_util.tree_map(
-        lambda shape: jnp.zeros(shape, jnp.float32),
-        layer.param_shapes(in_shape),
-        is_leaf=lambda node: isinstance(node, tuple),
-    )
+    def _layer(self, layer) -> nn.Module:
+        if isinstance(layer, ConvBlock):
+            return conv_block(layer)
+        if isinstance(layer, MaxPool):
+            return MaxPooling(layer.kernel_size, layer.stride, self.fast_pooling)
+        if isinstance(layer, Dropout):
+            return nn.Dropout(layer.rate)
+        if isinstance(layer, GlobalAvgPool):
+            return GlobalAveragePooling()
+        if isinstance(layer, Flatten):
+            return Flattening()
+        if isinstance(layer, Dense):
+            return nn.Sequential(
+                [nn.Dense(layer.units), nn.relu] if layer.relu else [nn.Dense(layer.units)]
+            )
+        raise TypeError(f"unknown layer {layer!r}")
 
-
-# -- the network -----------------------------------------------------------------------------
-
-
-Architecture = tuple[tuple[str, Layer], ...]  # the named layers: hashable, a jit's static argument
-
-
-def forward(architecture: Architecture, params, images, *, training: bool = False, key=None):
-    """The logits of `architecture` for NHWC `images`, a pure function of its arguments: in
-    training, dropout layer i draws its mask from ``fold_in(key, i)``."""
-    x = images
-    for index, (name, layer) in enumerate(architecture):
-        layer_key = jax.random.fold_in(key, index) if training and key is not None else None
-        x = layer.apply(params[name], x, training=training, key=layer_key)
-    return x
-
-
-def with_xla_pooling(architecture: Architecture) -> Architecture:
-    """The same architecture pooling with :class:`XlaMaxPooling`: the same function."""
-    return tuple(
-        (name, XlaMaxPooling(layer.kernel_size, layer.stride))
-        if type(layer) is MaxPooling
-        else (name, layer)
-        for name, layer in architecture
-    )
-
-
-# Compiled once per architecture and batch shape, for every network of that architecture: the
-# layers are a static argument (hashed by value), the parameters an ordinary one.
-compiled_forward = jax.jit(forward, static_argnums=0, static_argnames="training")
+    def __call__(self, x, training: bool = False):
+        """The logits of NHWC `x`; in training, dropout draws from the ``"dropout"`` rng."""
+        for name, layer in zip(self.spec.layer_names(), self.spec.layers):
+            module = getattr(self, name)
+            x = module(x, deterministic=not training) if isinstance(layer, Dropout) else module(x)
+        return x
 
 
 class Network:
-    """A spec's network in JAX: the named pure layers, and ``params``, the pytree they take
-    (``{layer name: [{"kernel": ..., "bias": ...}, ...]}``; layers without parameters have an
-    empty list). Calling it runs :meth:`apply` with its own parameters."""
+    """A spec's network in JAX: ``spec``; ``module``, its :class:`SpecNet` (a
+    ``flax.linen.Module``, computing NHWC); and ``params``, the parameter pytree the module
+    takes as ``module.apply({"params": net.params}, x, training=..., rngs={"dropout": key})``:
+    the inner dict of linen's variables, ``{layer name: {"layers_0": {"kernel": ...,
+    "bias": ...}, "layers_2": ...}}`` (each block's ``nn.Sequential`` numbers its layers,
+    ReLUs included; layers without parameters have no entry). Calling it runs :meth:`apply`
+    with its own parameters."""
 
-    def __init__(self, spec: Spec, layers: dict[str, Layer], params: dict[str, list]):
-        self.spec, self.layers, self.params = spec, layers, params
-
-    @property
-    def architecture(self) -> Architecture:
-        return tuple(self.layers.items())
+    def __init__(self, spec: Spec, module: SpecNet, params: dict):
+        self.spec, self.module, self.params = spec, module, params
 
     def apply(self, params, images, *, training: bool = False, key=None):
-        """:func:`forward` of this network's layers (pure: `params` may be any pytree shaped
-        like ``self.params``)."""
-        return forward(self.architecture, params, images, training=training, key=key)
+        """The logits of NHWC `images` (pure: `params` may be any pytree shaped like
+        ``self.params``); in training, dropout's masks come from `key`."""
+        rngs = {"dropout": key} if training and key is not None else None
+        return self.module.apply({"params": params}, images, training=training, rngs=rngs)
 
     def __call__(self, images, *, training: bool = False, key=None):
         return self.apply(self.params, images, training=training, key=key)
 
     def __repr__(self) -> str:
-        return f"nin_jax.Network({self.spec.describe()}, {len(self.layers)} layers)"
+        return f"nin_jax.Network({self.spec.describe()}, {len(self.spec.layers)} layers)"
 
 
 def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> Network:
@@ -338,27 +274,43 @@ def build_nin(spec: Spec | str | None = None, *, seed: int = 0, **overrides) -> 
     NCHW arrays. It knows its spec as ``net.spec``.
     """
     spec = make_spec(spec, **overrides)
+    module = SpecNet(spec)
     size = spec.input_size if spec.fixed_input_size else shapes.min_input_size(spec)
-    shape: tuple[int, ...] = (1, size, size, spec.in_channels)
-    layers, params = {}, {}
-    for name, layer in zip(spec.layer_names(), spec.layers):
-        layers[name] = _layer(layer)
-        params[name] = init_params(layers[name], shape)
-        shape = output_shape(layers[name], shape)
-    net = Network(spec, layers, params)
+    images = jax.ShapeDtypeStruct((1, size, size, spec.in_channels), jnp.float32)
+    # The parameters' shapes, traced without computing (Flax infers the input channels); the
+    # values are the canonical initialisation, drawn in common as in every backend.
+    held = jax.eval_shape(module.init, jax.random.PRNGKey(0), images)["params"]
+    params = jax.tree_util.tree_map(lambda leaf: jnp.zeros(leaf.shape, leaf.dtype), held)
+    net = Network(spec, module, params)
     set_weights(net, init_weights(spec, seed))
     return net
+
+
+def to_nhwc(images: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))
+
+
+def to_nchw(array) -> np.ndarray:
+    """A layer's output as NumPy, NCHW when it is an image batch."""
+    array = np.asarray(array)
+    return np.ascontiguousarray(array.transpose(0, 3, 1, 2)) if array.ndim == 4 else array
+
+
+def _logits(module: SpecNet, params, images):
+    return module.apply({"params": params}, images)
+
+
+# Compiled once per module (a linen module is hashable, its spec and pooling by value) and batch
+# shape, for every network of that architecture: the parameters are an ordinary argument.
+compiled_logits = jax.jit(_logits, static_argnums=0)
 
 
 def predict_logits(net: Network, images, batch_size: int = 256) -> np.ndarray:
     """Logits (N, num_classes) for NCHW float32 `images`, in inference mode (dropout off)."""
     images = to_nhwc(shapes.as_input_batch(net.spec, images))
-    architecture = net.architecture
     return np.concatenate(
         [
-            np.asarray(
-                compiled_forward(architecture, net.params, images[start : start + batch_size])
-            )
+            np.asarray(compiled_logits(net.module, net.params, images[start : start + batch_size]))
             for start in range(0, len(images), batch_size)
         ]
     )
@@ -367,18 +319,21 @@ def predict_logits(net: Network, images, batch_size: int = 256) -> np.ndarray:
 def layer_outputs(net: Network, images, names) -> dict[str, np.ndarray]:
     """The outputs (reported NCHW) of the top-level layers `names` for NCHW `images`, in one
     inference pass (:func:`common.api.layer_output` and ``layer_shapes`` are built on it)."""
-    wanted, outputs = set(names), {}
+    wanted = set(names)
+
+    def top_level(module, method: str) -> bool:
+        return method == "__call__" and module.name in wanted and isinstance(module.parent, SpecNet)
+
     x = jnp.asarray(to_nhwc(np.ascontiguousarray(images, np.float32)))
-    for name, layer in net.layers.items():
-        x = layer.apply(net.params[name], x)
-        if name in wanted:
-            outputs[name] = to_nchw(x)
-    return outputs
+    _, state = net.module.apply({"params": net.params}, x, capture_intermediates=top_level)
+    captured = state["intermediates"]
+    return {name: to_nchw(captured[name]["__call__"][0]) for name in names}
 
 
 def parameter_shapes(net: Network) -> dict[str, list[tuple[int, ...]]]:
-    """Each top-level layer's parameters' shapes, as the pytree holds them (HWIO kernels)."""
-    return {
-        name: [tuple(leaf.shape) for leaf in jax.tree_util.tree_leaves(params)]
-        for name, params in net.params.items()
-    }
+    """Each top-level layer's parameters' shapes, as the pytree holds them (HWIO kernels),
+    each layer's kernel then bias; layers without parameters are not listed."""
+    held: dict[str, list[tuple[int, ...]]] = {}
+    for _, layer, sublayer, kind in parameter_leaves(net):
+        held.setdefault(layer, []).append(tuple(net.params[layer][sublayer][kind].shape))
+    return held

@@ -1,10 +1,11 @@
 """JAX parameters <-> the canonical weight format (:mod:`common.weights`).
 
-The pytree holds HWIO convolution kernels and ``(in, out)`` dense kernels, and its Flatten
-runs over NHWC: the layouts of Keras, so the conversions are :mod:`common.weights`'
-channels-last ones. JAX has no weights format of its own (Flax's and Orbax's are libraries
-on top of it); the native file here is the pytree itself (``model.pytree``), one member of an
-``.npz`` container per leaf, named by its path in the tree, in JAX's layouts.
+The pytree (Flax linen's parameters) holds HWIO convolution kernels and ``(in, out)`` dense
+kernels, and its Flatten runs over NHWC: the layouts of Keras, so the conversions are
+:mod:`common.weights`' channels-last ones. JAX has no weights format of its own (Flax's
+msgpack and Orbax are libraries on top of it); the native file here is the pytree itself
+(``model.pytree``), one member of an ``.npz`` container per leaf, named ``layer/index/kind``,
+in JAX's layouts.
 
 Backend layer.
 """
@@ -20,13 +21,21 @@ import numpy as np
 from common import weights as interchange
 
 
-def parameter_leaves(net) -> list[tuple[str, str, int, str]]:
-    """(canonical name, layer, index in the layer, "kernel" or "bias"), in canonical order."""
+def sublayers(block: dict) -> list[str]:
+    """The keys of a top-level layer's parameterised sublayers in order: an ``nn.Sequential``
+    numbers its layers (ReLUs included) as ``layers_0``, ``layers_2``, ...; numerically, as
+    pytrees sort dict keys as strings (``layers_10`` before ``layers_2``)."""
+    return sorted(block, key=lambda key: int(key.rpartition("_")[2]))
+
+
+def parameter_leaves(net) -> list[tuple[str, str, str, str]]:
+    """(canonical name, layer, sublayer, "kernel" or "bias"), in canonical order."""
     names = iter(interchange.parameter_names(net.spec))
     return [
-        (next(names), layer, index, kind)
-        for layer, params in net.params.items()
-        for index in range(len(params))
+        (next(names), layer, sublayer, kind)
+        for layer in net.spec.layer_names()
+        if layer in net.params
+        for sublayer in sublayers(net.params[layer])
         for kind in ("kernel", "bias")
     ]
 
@@ -35,16 +44,18 @@ def flatten(net, tree) -> dict[str, np.ndarray]:
     """A pytree shaped like ``net.params`` (the parameters, or an optimizer's moments) as
     NumPy arrays keyed by canonical name, in the framework's layouts."""
     return {
-        name: np.array(tree[layer][index][kind])  # a writable copy, not a view of JAX's buffer
-        for name, layer, index, kind in parameter_leaves(net)
+        name: np.array(tree[layer][sublayer][kind])  # a writable copy, not a view of JAX's
+        for name, layer, sublayer, kind in parameter_leaves(net)
     }
 
 
-def unflatten(net, arrays: dict[str, np.ndarray]) -> dict[str, list]:
+def unflatten(net, arrays: dict[str, np.ndarray]) -> dict[str, dict]:
     """The inverse of :func:`flatten`: a pytree shaped like ``net.params``."""
-    tree = {layer: [{} for _ in params] for layer, params in net.params.items()}
-    for name, layer, index, kind in parameter_leaves(net):
-        tree[layer][index][kind] = jnp.asarray(arrays[name], jnp.float32)
+    tree: dict[str, dict] = {}
+    for name, layer, sublayer, kind in parameter_leaves(net):
+        tree.setdefault(layer, {}).setdefault(sublayer, {})[kind] = jnp.asarray(
+            arrays[name], jnp.float32
+        )
     return tree
 
 
@@ -74,8 +85,13 @@ NATIVE_SUFFIX = ".pytree"
 
 
 def _leaf_names(net) -> dict[str, str]:
-    """Canonical name -> the leaf's path in the pytree, e.g. ``nin_block_1/0/kernel``."""
-    return {name: f"{layer}/{index}/{kind}" for name, layer, index, kind in parameter_leaves(net)}
+    """Canonical name -> the leaf's member name, ``layer/index/kind`` (e.g.
+    ``nin_block_1/0/kernel``: the block's first convolution), as the file has named them since
+    before the layers were Flax's (their pytree path is ``nin_block_1/layers_0/kernel``)."""
+    return {
+        name: f"{layer}/{sublayers(net.params[layer]).index(sublayer)}/{kind}"
+        for name, layer, sublayer, kind in parameter_leaves(net)
+    }
 
 
 def save_native(net, path: str | Path) -> Path:

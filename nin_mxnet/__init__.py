@@ -8,6 +8,11 @@ import sys
 
 from common.platform.threads import intra_op_threads
 
+from ._numpy_compat import restore_removed_names
+
+# MXNet 1.9.1 reads names NumPy 2 removed: they go back on numpy before mxnet is imported.
+restore_removed_names()
+
 # MXNet sizes its OpenMP pool once, as it loads. Without OMP_NUM_THREADS it takes half the
 # processors on x86, assuming two hyper-threads per core (apache/mxnet#10836): on a machine
 # without them, such as this project's 2-core one, it trained on one core of two.

@@ -4,6 +4,7 @@ a full disk at each stage of a save, cross-framework continuation and checkpoint
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import signal
 import sys
@@ -29,6 +30,8 @@ from common.weights import load_weights
 
 from .conftest import get_backend
 from .processes import FIRST_STEP_STARTUPS, WHOLE_RUN_STARTUPS, Child, bound, markers
+from .test_parity import LOSS_RTOL as LOCKSTEP_LOSS_RTOL
+from .test_parity import UPDATE_RTOL as LOCKSTEP_UPDATE_RTOL
 
 NAMES = list(BACKENDS)
 
@@ -408,6 +411,40 @@ def test_a_checkpoint_continues_in_another_framework(halfway, continued, tmp_pat
         assert miss <= UPDATE_RTOL, f"{key}: {target} continued {source}'s run {miss:.1e} apart"
     # The continuation through the interchange is a real one: the moments moved too.
     assert other.summary["resumed"] and other.summary["backend"] == target
+
+
+# -- a checkpoint of an older nin_jax ---------------------------------------------------------
+
+# Written by nin_jax when its layers and optimizers were hand-written, before Flax and optax,
+# with what that code continued them to (tests/data/jax-before-optax/README.md).
+BEFORE_OPTAX = Path(__file__).parent / "data" / "jax-before-optax"
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "momentum"])
+def test_a_jax_checkpoint_from_before_optax_resumes(optimizer, fashion_mnist, tmp_path):
+    """Its native file loads, and the run continues with the losses and weights the old code
+    reached, within the lock-step tolerances: the optimizer's slots (Adam's moments and step
+    count; Keras's momentum velocity) are read as that code stored them."""
+    backend = get_backend("jax")
+    folder = BEFORE_OPTAX / optimizer
+    checkpoint = load_checkpoint(folder / "step-000000005")
+    assert checkpoint.backend == backend.BACKEND and checkpoint.optimizer.slots
+    net = backend.build_nin(checkpoint.spec, seed=1)
+    backend.load_native(net, folder / "step-000000005" / f"model{backend.NATIVE_SUFFIX}")
+    for key, value in backend.get_weights(net).items():
+        np.testing.assert_array_equal(value, checkpoint.weights[key], err_msg=key)
+
+    result = train_run(
+        backend.BACKEND, checkpoint.config, tmp_path / "run", resume=checkpoint, **QUIET
+    )
+    expected = json.loads((folder / "continued-losses.json").read_text())["losses"]
+    losses = [point.train_loss for point in result.points[checkpoint.state.step :]]
+    np.testing.assert_allclose(losses, expected, rtol=LOCKSTEP_LOSS_RTOL)
+    reached = load_weights(folder / "continued-weights.npz").arrays
+    for key, value in weights_of(tmp_path / "run").items():
+        update = np.linalg.norm(reached[key] - checkpoint.weights[key])
+        miss = np.linalg.norm(value - reached[key]) / update
+        assert miss <= LOCKSTEP_UPDATE_RTOL, f"{key}: {miss:.1e} of the old code's update apart"
 
 
 # -- interrupted comparisons and sweeps continue where they stopped ------------------------------

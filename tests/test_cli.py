@@ -391,7 +391,8 @@ def test_predict_refuses_weights_of_another_class_count(tmp_path, capsys):
 
 
 def test_a_framework_that_fails_to_import_is_one_clear_error(monkeypatch, capsys):
-    """MXNet 1.9 under NumPy >= 1.24 raises AttributeError (np.bool) while importing."""
+    """A framework built for another NumPy raises AttributeError while importing (MXNet 1.9
+    does under NumPy 2 unless nin_mxnet first restores the names it reads)."""
     import importlib
 
     from common import backends

@@ -12,7 +12,7 @@ from common import shapes
 from common.backends import BACKENDS, load_backend_module
 from common.spec import make_spec
 
-from .conftest import FRAMEWORK_MODULES, run_python
+from .conftest import FRAMEWORK_MODULES, get_backend, run_python
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -142,8 +142,13 @@ def test_unknown_spec_option_is_a_clear_error(backend):
 
 
 def test_backends_export_the_same_public_names():
+    """The same module names in every backend, as Keras 3's; a private module (MXNet's
+    _numpy_compat) is one framework's own quirk."""
     packages = [ROOT / info.package for info in BACKENDS.values()]
-    modules = [sorted(path.name for path in package.glob("*.py")) for package in packages]
+    modules = [
+        sorted(path.name for path in package.glob("*.py") if not path.name.startswith("_"))
+        for package in packages
+    ]
     assert all(names == modules[0] for names in modules), modules
     for package in packages:  # read, not imported: no framework needed
         tree = ast.parse((package / "__init__.py").read_text())
@@ -731,3 +736,24 @@ def test_the_largest_sane_spec_is_accepted():
     assert len(spec_from_dict(_spec_dict(layers=[{"type": "Flatten"}] * 256)).layers) == 256
     with pytest.raises(ValueError, match="^a ConvBlock holds 1 to 16 convolutions$"):
         spec_from_dict(_spec_dict(layers=[{"type": "ConvBlock", "convs": [*convs, convs[0]]}]))
+
+
+def test_the_books_flax_nin_is_build_nins_network():
+    """nin_jax opens with the book's NiN in Flax linen (d2l 7.3's JAX tab); given the same
+    weights, it computes what build_nin's network computes."""
+    backend = get_backend("jax")  # (a skip where JAX is not installed)
+    import jax
+
+    from nin_jax.model import NiN
+
+    net = backend.build_nin(seed=0)
+    # The book's nn.Sequential numbers its layers, lambdas included: the blocks are 0, 2, 4, 7.
+    blocks = ("nin_block_1", "nin_block_2", "nin_block_3", "nin_block_4")
+    book = {
+        "net": {f"layers_{index}": net.params[name] for index, name in zip((0, 2, 4, 7), blocks)}
+    }
+    images = np.random.default_rng(0).random((2, 67, 67, 1), dtype=np.float32)
+    np.testing.assert_allclose(NiN().apply({"params": book}, images), net(images), rtol=1e-6)
+    assert jax.tree_util.tree_structure(
+        NiN().init(jax.random.PRNGKey(0), images)["params"]
+    ) == jax.tree_util.tree_structure(book)

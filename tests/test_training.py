@@ -171,8 +171,8 @@ INEXACT_PATH_RECIPES = ["momentum-scheduled"]
 def _book_path_marks(trainer) -> bool:
     """Whether `trainer` is set up the book's way, by what each framework's fast path changes."""
     net = trainer.net
-    if hasattr(trainer, "architecture"):  # JAX: XLA's own pooling, as Flax's nn.max_pool
-        return any(type(layer).__name__ == "XlaMaxPooling" for _, layer in trainer.architecture)
+    if hasattr(trainer, "module"):  # JAX: Flax's own nn.max_pool (XLA's reduce_window)
+        return not trainer.module.fast_pooling
     if hasattr(net, "_active"):  # Gluon: imperative, not hybridized
         return not net._active
     if hasattr(net, "compiled"):  # Keras: compile() and its own train step

@@ -114,10 +114,13 @@ class TFConfig(Engine):
         }
 
 
+@dataclass(frozen=True)
 class ParameterServer(Engine):
     """MXNet's kvstore: ``DMLC_*`` variables, and a scheduler and a server beside the
-    workers, on one port (the scheduler's)."""
+    workers, on one port (the scheduler's). `package` is the module whose import imports
+    MXNet (its backend package, which first restores the NumPy names MXNet reads)."""
 
+    package: str = "mxnet"
     description = "kvstore dist_sync (a parameter server)"
     variables = "DMLC_*"
 
@@ -142,7 +145,7 @@ class ParameterServer(Engine):
         argv = [
             sys.executable,
             "-c",
-            "import common.platform.launcher as l; l.watch_launcher(); import mxnet",
+            f"import common.platform.launcher as l; l.watch_launcher(); import {self.package}",
         ]
         return [
             Helper(

@@ -57,8 +57,8 @@ def probe_of(framework: str):
 
 def is_model(obj) -> bool:
     """Whether `obj` is a model of a registered backend (a torch nn.Module, Gluon Block, Keras
-    Model/Layer, nin_jax Network or layer) holding at least one convolution or dense layer
-    (functions and classes are not)."""
+    Model/Layer, Flax linen or NNX module, nin_jax Network) holding at least one convolution
+    or dense layer (functions and classes are not)."""
     if isinstance(obj, type):
         return False
     framework = framework_of(obj)
@@ -406,8 +406,8 @@ def check_model(
     notes: list[str] | None = None,
     **options,
 ) -> CheckResult:
-    """Check `net` (a torch nn.Module, Gluon Block or Keras Model) against `spec` (the book's
-    NiN by default; `options` are make_spec's, e.g. ``num_1x1=1``) at `size` pixels.
+    """Check `net` (a torch nn.Module, Gluon Block, Keras Model or Flax module) against `spec`
+    (the book's NiN by default; `options` are make_spec's, e.g. ``num_1x1=1``) at `size` pixels.
 
     Returns a :class:`CheckResult`: ``print(result)`` shows the report, ``result.passed``
     says whether `net` is the reference. Nothing of `net` is changed. `name` is what the

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ... import d2l
-from ...backends import BACKENDS, listed, load_backend_module
+from ...backends import BACKENDS, import_through_backend, listed, load_backend_module
 from ...spec import spec_from_dict
 from .model import check_model, framework_of, is_model, probe_of
 from .source import Source, SourceError, read
@@ -87,6 +87,8 @@ def execute(source: Source, name: str | None = None, progress: Path | None = Non
                 break
             run.notes.append(f"{statement.where} {work}: skipped")
             continue
+        for package in statement.imported_packages:
+            import_through_backend(package)
         try:
             exec(statement.code, run.namespace)
         except d2l.NotAvailable as error:

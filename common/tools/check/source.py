@@ -65,6 +65,16 @@ class Statement:
     def is_import(self) -> bool:
         return isinstance(self.node, (ast.Import, ast.ImportFrom))
 
+    @property
+    def imported_packages(self) -> list[str]:
+        """The top-level packages an import statement names (``mxnet`` for ``from mxnet
+        import gluon``); none for any other statement or a relative import."""
+        if isinstance(self.node, ast.Import):
+            return [alias.name.split(".")[0] for alias in self.node.names]
+        if isinstance(self.node, ast.ImportFrom) and self.node.module and not self.node.level:
+            return [self.node.module.split(".")[0]]
+        return []
+
 
 @dataclass(frozen=True)
 class Source:
