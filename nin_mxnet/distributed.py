@@ -19,6 +19,32 @@ from common import distributed, training
 
 from .train import Trainer as LocalTrainer
 
+SUMS_WIDTH = 3  # the most values one sum_over_workers call sums (loss, correct, stop)
+FLOAT32_PIECES = 3  # float32s whose sum is a float64 exactly (3 x 24 bits hold its 53)
+
+
+def split_float64(values) -> np.ndarray:
+    """`values` as FLOAT32_PIECES rows of float32s whose sum in float64 is each value exactly
+    (a non-finite value, or one beyond float32's range, is its first piece alone)."""
+    values = np.asarray(values, dtype=np.float64)
+    pieces = np.zeros((FLOAT32_PIECES, *values.shape), dtype=np.float32)
+    rest = values.copy()
+    with np.errstate(over="ignore", invalid="ignore"):
+        for piece in pieces:
+            piece[...] = rest  # rounded to the nearest float32
+            rest = np.where(np.isfinite(piece), rest - piece, 0.0)  # exact in float64
+    return pieces
+
+
+def join_float64(pieces: np.ndarray) -> np.ndarray:
+    """The float64 values that :func:`split_float64` split (its pieces on the second to
+    last axis)."""
+    pieces = np.asarray(pieces, dtype=np.float64)
+    total = pieces[..., -1, :]
+    for index in range(FLOAT32_PIECES - 2, -1, -1):  # smallest first: each sum is exact
+        total = pieces[..., index, :] + total
+    return total
+
 
 class Group(distributed.Group):
     def __init__(self):
@@ -29,7 +55,7 @@ class Group(distributed.Group):
         # for ever for the others (who wait for it). Only leave() turns that barrier back on.
         self._barrier_before_exit(False)
         self._sums_key = 1 << 20  # above the parameters' keys, their indices
-        self.init_keys([self._sums_key], [nd.zeros(3, dtype="float64")])
+        self.init_keys([self._sums_key], [nd.zeros(self._sums_shape(), dtype="float32")])
 
     def init_keys(self, keys: list[int], values: list[nd.NDArray]) -> None:
         """Store rank 0's `values` under `keys` on the server before any worker uses them.
@@ -49,13 +75,26 @@ class Group(distributed.Group):
         self.kvstore._barrier()
 
     def sum_over_workers(self, values: list[float]) -> np.ndarray:
-        # With no optimizer on the server, a dist_sync push is summed over the workers.
-        pushed = nd.zeros(3, dtype="float64")
-        pushed[: len(values)] = nd.array(values, dtype="float64")
-        total = nd.zeros(3, dtype="float64")
+        # The server only moves the values: each worker pushes its own exactly, as float32
+        # pieces in its own row (zeros elsewhere, so the server's sum is exact), and every
+        # worker adds the rows up in float64, in rank order. A float64 key summed on the
+        # server was nondeterministic: MXNet 1.9.1's server never initialises its
+        # multi_precision_ flag (src/kvstore/kvstore_dist_server.h), and when the garbage is
+        # true it stores and sums every key that is not float32 in float32. Whether it is
+        # depends on the server process's heap, so runs with the same seed differed by a
+        # float32 rounding of the loss. Float32 keys (the parameters') never take that path.
+        rows = np.zeros(self._sums_shape(), dtype=np.float32)
+        rows[self.rank, :, : len(values)] = split_float64(values)
+        pushed = nd.array(rows, dtype="float32")
         self.kvstore.push(self._sums_key, pushed)
-        self.kvstore.pull(self._sums_key, out=total)
-        return total.asnumpy()[: len(values)]
+        self.kvstore.pull(self._sums_key, out=pushed)
+        total = np.zeros(SUMS_WIDTH)
+        for row in join_float64(pushed.asnumpy()):  # in rank order, whoever pushed first
+            total += row
+        return total[: len(values)]
+
+    def _sums_shape(self) -> tuple[int, int, int]:
+        return (self.size, FLOAT32_PIECES, SUMS_WIDTH)
 
     def leave(self) -> None:
         # When freed (at exit) the kvstore then waits for all workers, and rank 0's stops the

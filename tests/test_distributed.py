@@ -194,6 +194,41 @@ def test_a_dead_worker_stops_the_launch_and_the_run_resumes(fashion_mnist, tmp_p
     assert_same_training(run, reference, loss_tolerance=0, weight_tolerance=0)
 
 
+# A worker of MXNet's parameter server that first puts the server in multi-precision mode, in
+# which it keeps and sums every key that is not float32 in float32: what MXNet 1.9.1's server
+# does by chance, as it never initialises that flag. Each worker writes its sums.
+PS_SUMS_WORKER = """
+import json, sys
+sys.path.insert(0, {root!r})
+from nin_mxnet.distributed import Group
+group = Group()
+if group.rank == 0:
+    group.kvstore._send_command_to_servers(1, "")  # kSetMultiPrecision
+group.kvstore._barrier()
+values = [1 + 2.0**-40 * (group.rank + 1), 5 / 21 * (group.rank + 1), group.rank]
+with open({out!r} + f"/rank-{{group.rank}}.json", "w") as file:
+    json.dump([float(value).hex() for value in group.sum_over_workers(values)], file)
+group.leave()
+"""
+
+
+def test_mxnet_sums_over_workers_are_float64_whatever_the_server_keeps(tmp_path):
+    from .conftest import get_backend
+
+    get_backend("mxnet")
+    engine = BACKENDS["mxnet"].engine
+    code = PS_SUMS_WORKER.format(root=str(Path(__file__).parent.parent), out=str(tmp_path))
+    processes = launcher.launch_processes(
+        engine, 2, [sys.executable, "-c", code], launcher.pick_ports(1), tmp_path
+    )
+    assert launcher.run_processes(processes, log=lambda line: None) == 0
+    # float64 sums, in rank order: in float32, 2 + 3 * 2**-40 would be 2.
+    expected = [(1 + 2.0**-40) + (1 + 2.0**-39), 5 / 21 + 10 / 21, 1.0]
+    for rank in range(2):
+        sums = json.loads((tmp_path / f"rank-{rank}.json").read_text())
+        assert [float.fromhex(value) for value in sums] == expected
+
+
 def test_ctrl_c_stops_every_worker_after_one_step_and_resumes_on_another_count(
     backend, fashion_mnist, tmp_path
 ):
@@ -309,6 +344,28 @@ def test_batches_that_cannot_be_shared_are_refused():
         distributed.check_shardable(128, 32, 3)
     with pytest.raises(ValueError, match="last batch holds 1 example"):
         distributed.check_shardable(129, 32, 2)
+
+
+def test_mxnet_workers_push_their_float64_sums_exactly_as_float32_pieces():
+    from .conftest import get_backend
+
+    get_backend("mxnet")
+    from nin_mxnet.distributed import join_float64, split_float64
+
+    rng = np.random.default_rng(0)
+    values = np.concatenate(
+        [
+            rng.standard_normal(10_000) * 10.0 ** rng.integers(-20, 30, 10_000),
+            rng.random(100).astype(np.float32) * (5 / 21),  # a loss share of an uneven shard
+            [0.0, 1.0, 3.0, 2**24 + 1, 2.302423357963562],
+        ]
+    )
+    pieces = split_float64(values)
+    assert pieces.dtype == np.float32
+    assert np.array_equal(join_float64(pieces), values)
+    for value in (np.inf, -np.inf, 1e300):
+        assert join_float64(split_float64([value]))[0] == np.sign(value) * np.inf
+    assert np.isnan(join_float64(split_float64([np.nan]))[0])
 
 
 def test_workers_draw_their_own_dropout_masks():
