@@ -114,10 +114,11 @@ def _pool_windows(x, size: int, stride: int) -> list:
 # Not lax.reduce_window (nn.max_pool): its gradient is select_and_scatter, which XLA:CPU runs
 # as an argmax reduce-window and a sequential scatter loop over every input element, 16 % of a
 # training step at 67 px (measured; TensorFlow's whole pooling, forward and backward, took 1/40
-# of it). As the maximum of the strided windows with this gradient, a step is 1.13-1.17x
+# of it). As the maximum of the strided windows with this gradient, a step was 1.13-1.17x
 # faster at batch 32 and 128 on a busy machine, 1.6x in nin bench's quiet run at batch 64
-# (docs/benchmarks.md), with the same logits and each window's gradient going to its first
-# maximum, as select_and_scatter sends it.
+# (jaxlib 0.4.30, docs/benchmarks.md); on jaxlib 0.10.2 about 1.1x (batch 64, a busy machine),
+# never slower. The same logits, and each window's gradient goes to its first maximum, as
+# select_and_scatter sends it.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def max_pool(x, size: int, stride: int):
     """VALID size x size max pooling of NHWC `x` with `stride`."""

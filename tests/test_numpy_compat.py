@@ -111,18 +111,19 @@ def test_the_readme_states_the_pinned_versions():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("### The versions") :]
     section = section[: section.index("\n#")]
-    stated = {
-        "numpy": "NumPy",
-        "torch": "PyTorch",
-        "tensorflow-cpu": "TensorFlow",
-        "keras": "Keras",
-        "jax": "JAX",
-        "flax": "Flax",
-        "optax": "optax",
-        "onnx": "onnx",
-        "onnxruntime": "onnxruntime",
-        "tf2onnx": "tf2onnx",
-        "mxnet": "MXNet",
-    }
-    for package, name in stated.items():
+    # (distribution, the name the README gives it)
+    stated = [
+        ("numpy", "NumPy"),
+        ("torch", "PyTorch"),
+        ("tensorflow-cpu", "TensorFlow"),
+        ("keras", "Keras"),
+        ("jax", "JAX"),
+        ("flax", "Flax"),
+        ("optax", "optax"),
+        ("onnx", "onnx"),
+        ("onnxruntime", "onnxruntime"),
+        ("tf2onnx", "tf2onnx"),
+        ("mxnet", "MXNet"),
+    ]
+    for package, name in stated:
         assert f"{name} {pins[package]}" in " ".join(section.split()), (package, pins[package])
