@@ -127,3 +127,15 @@ def test_the_readme_states_the_pinned_versions():
     ]
     for package, name in stated:
         assert f"{name} {pins[package]}" in " ".join(section.split()), (package, pins[package])
+
+
+def test_make_setup_installs_the_registrys_no_deps_packages():
+    """The Makefile's `--no-deps` install names exactly the registry's `no_deps` packages, the
+    ones whose metadata forbids today's NumPy (the "not installed" message names the same)."""
+    from common.backends import BACKENDS
+
+    wanted = sorted(package for info in BACKENDS.values() for package in info.no_deps)
+    lines = [line for line in (ROOT / "Makefile").read_text().splitlines() if "pip install" in line]
+    no_deps = [line for line in lines if "--no-deps" in line]
+    assert len(no_deps) == 1, no_deps
+    assert sorted(no_deps[0].split("constraints.txt", 1)[1].split()) == wanted

@@ -408,6 +408,80 @@ def speedups(rows: list[Row]) -> list[list]:
     return result
 
 
+def load_rows(path: Path) -> list[Row]:
+    """The rows a ``--json`` file holds."""
+    return [Row(**fields) for fields in json.loads(Path(path).read_text())]
+
+
+def summary_table(rows: list[Row]) -> str:
+    """The README's speed table: one column per framework, the ratios that carry from machine
+    to machine, for the run `rows` (a ``--json`` file) holds."""
+    found = {(row.backend, row.mode, row.size, row.baseline, row.busy): row for row in rows}
+    names = [name for name in BACKENDS if any(row.backend == name for row in rows)]
+    sizes = sorted({row.size for row in rows}, reverse=True)
+    largest, peak = sizes[0], max(row.peak_gflop_per_s for row in rows)
+
+    def rate(name, mode, size, baseline=False, busy=False):
+        row = found.get((name, mode, size, baseline, busy))
+        return row.img_per_s if row else None
+
+    def ratio_row(label, top, bottom, fmt="{:.2f}x", extra=None):
+        cells = []
+        for name in names:
+            a, b = top(name), bottom(name)
+            cell = fmt.format(a / b) if a and b else "-"
+            cells.append(cell + (extra(name) if extra and a and b else ""))
+        return [label, *cells]
+
+    def loader_share(size):
+        return lambda name: f" ({found[(name, 'train-loop', size, False, False)].loader_share:.1%})"
+
+    loop = [found.get((name, "train-loop", largest, False, False)) for name in names]
+    table = [
+        [f"training at {largest} px, real loop: img/s"]
+        + [round(row.img_per_s, 1) if row else "-" for row in loop],
+        [f"MFU of that (peak: the run's best 2048³ GEMM, {peak:.0f} GFLOP/s)"]
+        + [f"{row.mfu:.2f}" if row else "-" for row in loop],
+    ]
+    for size in sizes:
+        table.append(
+            ratio_row(
+                f"fast path / book's path, training at {size} px",
+                lambda name, size=size: rate(name, "train", size),
+                lambda name, size=size: rate(name, "train", size, baseline=True),
+            )
+        )
+    for size in sizes:
+        table.append(
+            ratio_row(
+                f"real loop / synthetic step, {size} px (loader's share)",
+                lambda name, size=size: rate(name, "train-loop", size),
+                lambda name, size=size: rate(name, "train", size),
+                fmt="{:.0%}",
+                extra=loader_share(size),
+            )
+        )
+    table.append(
+        ratio_row(
+            f"inference / training, {largest} px",
+            lambda name: rate(name, "infer", largest),
+            lambda name: rate(name, "train", largest),
+        )
+    )
+    for size in sizes:
+        if any(row.busy and row.size == size for row in rows):
+            table.append(
+                ratio_row(
+                    f"busy / quiet machine, training at {size} px",
+                    lambda name, size=size: rate(name, "train", size, busy=True),
+                    lambda name, size=size: rate(name, "train", size),
+                )
+            )
+    batches = sorted({row.batch for row in rows})
+    header = f"measured in one run, batch {', '.join(map(str, batches))}"
+    return format_table([header, *(FRAMEWORK_LABELS[name] for name in names)], table, markdown=True)
+
+
 # -- the report --------------------------------------------------------------------------------
 
 # A Markdown file that holds these two lines (docs/benchmarks.md) has only the part between
