@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 DATA_DIR ?= $(or $(NIN_DATA_DIR),/usr/share/datasets/fashion-mnist)
 PYTEST_ARGS ?=
 
-.PHONY: setup data demo test lint bench mutation clean
+.PHONY: setup data demo test lint bench mutation planted clean
 
 setup: $(STAMP) data
 
@@ -60,6 +60,13 @@ mutation: setup
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[mutation]'
 	$(BIN)/mutmut run --max-children $(MUTATION_CHILDREN) $(MUTANTS)
 	$(BIN)/mutmut results
+
+# Planted bugs (docs/reliability.md): realistic mistakes in the trainers, the loop and the file
+# writer, each applied in turn to a copy of the working tree, where a named test must fail; not
+# part of CI. PLANTED='WORDS' runs only the bugs whose name holds one of the words.
+PLANTED ?=
+planted: setup
+	$(BIN)/python tools/planted.py $(PLANTED)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache mutants

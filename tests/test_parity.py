@@ -14,11 +14,14 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
+from filelock import FileLock
 
 from common.backends import BACKENDS
 from common.data import load_data, to_model_input
@@ -349,9 +352,17 @@ class LockStep:
         return float(np.mean(log_norm - logits[np.arange(len(self.labels)), self.labels]))
 
     def start(self):
-        """(seed, path of the warmed-up torch weights), computed once."""
+        """(seed, path of the warmed-up torch weights), computed once per session: by the
+        first pytest-xdist worker that asks (this module's or test_partial_batches'); the
+        others wait for it and read its file."""
         if self._start is None:
-            self._start = self._warm_up()
+            found = self.directory / "warm.json"
+            with FileLock(self.directory / "warm.lock"):
+                if not found.exists():
+                    seed, path = self._warm_up()
+                    found.write_text(json.dumps({"seed": seed, "path": str(path)}))
+                warm = json.loads(found.read_text())
+            self._start = warm["seed"], Path(warm["path"])
         return self._start
 
     def _warm_up(self):
@@ -400,9 +411,16 @@ def _with(backend, net, arrays):
     return net
 
 
+def warm_start_folder(shared_tmp_path) -> Path:
+    """Where the session's one warm-up lives, shared by every worker and lock-step test."""
+    folder = shared_tmp_path / "lockstep-warm-start"
+    folder.mkdir(exist_ok=True)
+    return folder
+
+
 @pytest.fixture(scope="session")
-def lockstep(tmp_path_factory, fashion_mnist):
-    return LockStep(tmp_path_factory.mktemp("lockstep"))
+def lockstep(shared_tmp_path, fashion_mnist):
+    return LockStep(warm_start_folder(shared_tmp_path))
 
 
 @pytest.mark.parametrize("optimizer", list(RECIPES))

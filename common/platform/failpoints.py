@@ -10,7 +10,11 @@ The points, in the order a checkpointed step passes them: ``step`` (the update i
 the step not yet counted or saved), ``save:begun`` (an empty temporary folder),
 ``save:state`` (weights, moments and position written and fsynced), ``save:native`` (the
 native file too, not yet renamed into place), ``save:renamed`` (in place, the older
-checkpoints not yet removed) and ``save:done``. Unset, each point costs two dictionary
+checkpoints not yet removed) and ``save:done``. Every other file a run writes (summaries,
+metrics, reports) goes through :func:`common.platform.files.atomic_write`, whose points are
+``write:written`` (a hidden temporary file written), ``write:synced`` (fsynced, not yet
+renamed), ``write:renamed`` (in place, its folder not yet fsynced) and ``write:done``, their
+STEP the number of the write in the process, from 1. Unset, each point costs two dictionary
 lookups.
 
 Platform layer.
@@ -22,6 +26,7 @@ import os
 import signal
 
 POINTS = ("step", "save:begun", "save:state", "save:native", "save:renamed", "save:done")
+WRITE_POINTS = ("write:written", "write:synced", "write:renamed", "write:done")
 
 
 def reached(point: str, step: int) -> None:
