@@ -37,7 +37,7 @@ NAMES = list(BACKENDS)
 
 # 128 images in batches of 16: 8 steps an epoch, 2 epochs; a short warm-up so it learns. What
 # these tests check is where a run stops and how it resumes, which is counted in steps: small
-# batches make each step cheap (the module trains about 150 steps per framework).
+# batches make each step cheap, and the module trains many runs in every framework.
 CONFIG = replace(
     PRESETS["quick"],
     epochs=2,
